@@ -1,0 +1,1 @@
+"""Shared library: resource model, selector language, datastores, service runtime."""
