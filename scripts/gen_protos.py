@@ -18,6 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUT = ROOT / "calico"
 HEADER = '"""Generated from protos/ by scripts/gen_protos.py. Do not edit."""\n'
+# The mypy-protobuf plugins live next to this interpreter (the venv's bin/), which need not be
+# on PATH when the script runs as `.venv/bin/python scripts/gen_protos.py`. No resolve(): the
+# venv's python is a symlink to the system interpreter.
+BIN = Path(sys.executable).parent
 
 
 def generate(out: Path) -> None:
@@ -32,6 +36,8 @@ def generate(out: Path) -> None:
         f"-I{PROTOS}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
+        f"--plugin=protoc-gen-mypy={BIN / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={BIN / 'protoc-gen-mypy_grpc'}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
         *files,
