@@ -18,6 +18,7 @@ obtained from the datastore, never compute them.
 from __future__ import annotations
 
 import abc
+import builtins  # `list` inside Datastore names the method, not the type
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -47,9 +48,7 @@ class RevisionConflictError(DatastoreError):
     """Compare-and-swap failed: the key changed since the revision the caller read."""
 
     def __init__(self, key: str, expected: int, actual: int | None) -> None:
-        super().__init__(
-            f"update conflict on {key}: expected revision {expected}, found {actual}"
-        )
+        super().__init__(f"update conflict on {key}: expected revision {expected}, found {actual}")
         self.key = key
         self.expected = expected
         self.actual = actual
@@ -130,7 +129,7 @@ class Datastore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def txn(self, ops: list[TxnOp]) -> list[KeyValue | None]:
+    async def txn(self, ops: builtins.list[TxnOp]) -> builtins.list[KeyValue | None]:
         """Apply several conditional writes atomically: all succeed or none.
 
         Raises the error of the first failing condition (KeyExistsError, KeyNotFoundError or
