@@ -68,13 +68,16 @@ class DatastoreConfig:
         return cls.from_env(env)
 
 
-def add_datastore_arguments(parser: argparse.ArgumentParser) -> None:
+def add_datastore_arguments(parser: argparse.ArgumentParser, default: object = None) -> None:
     group = parser.add_argument_group("datastore (flags override the environment)")
     group.add_argument(
-        "--datastore-type", choices=DATASTORE_TYPES, help="overrides DATASTORE_TYPE"
+        "--datastore-type",
+        choices=DATASTORE_TYPES,
+        default=default,
+        help="overrides DATASTORE_TYPE",
     )
-    group.add_argument("--datastore-path", help="overrides CALICO_DATASTORE_PATH")
-    group.add_argument("--etcd-endpoints", help="overrides ETCD_ENDPOINTS")
+    group.add_argument("--datastore-path", default=default, help="overrides CALICO_DATASTORE_PATH")
+    group.add_argument("--etcd-endpoints", default=default, help="overrides ETCD_ENDPOINTS")
 
 
 def node_name(flag: str | None = None, env: Mapping[str, str] | None = None) -> str:

@@ -302,7 +302,7 @@ def check_selector(value: Any, path: str) -> str:
         parse(text)
     except SelectorError as exc:
         raise ValidationError(
-            path, f"invalid selector {text!r} at position {exc.position}: {exc.message}"
+            path, f"invalid selector {text!r}: {exc.message}"
         ) from None
     return text
 
