@@ -7,15 +7,14 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from libcalico.resources.validation import ValidationError, validate
+from tests.fixtures.shared import CONFORMANCE_DIR
 
 CALICO = "projectcalico.org/v3"
-CONFORMANCE_DIR = Path("/work/shared/conformance/netpol")
 
 
 def calico(kind: str, name: str, spec: Any, namespace: str | None = None) -> dict[str, Any]:
