@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from libcalico.resources.validation import ValidationError, validate
-from tests.fixtures.shared import CONFORMANCE_DIR
+from tests.fixtures.shared import CONFORMANCE_DIR as CONFORMANCE_DIR
 
 CALICO = "projectcalico.org/v3"
 
