@@ -301,9 +301,7 @@ def check_selector(value: Any, path: str) -> str:
     try:
         parse(text)
     except SelectorError as exc:
-        raise ValidationError(
-            path, f"invalid selector {text!r}: {exc.message}"
-        ) from None
+        raise ValidationError(path, f"invalid selector {text!r}: {exc.message}") from None
     return text
 
 
