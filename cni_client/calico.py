@@ -1,0 +1,91 @@
+"""`calico`: the CNI plugin. A runtime execs it once per pod and command with CNI_* variables
+and the network config on stdin; it asks calico-ipamd for addresses and calico-felix for the
+endpoint, and prints the spec's result or error JSON on stdout.
+
+Start-up cost matters more than anything else here (see cni_client/DESIGN.md): this module and
+everything it imports use built-in modules only, and the installed launcher runs Python with
+`-S -E` (cni_client/install.py).
+"""
+
+from __future__ import annotations
+
+import posix
+import sys
+
+from cni_client.cni import env, errors, jsonio, netconf, versions
+from cni_client.cni.errors import CniError
+
+
+def _environ() -> dict[str, str]:
+    return {
+        k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+        for k, v in posix.environ.items()
+    }
+
+
+def _read_stdin() -> bytes:
+    try:
+        return sys.stdin.buffer.read()
+    except (OSError, AttributeError, ValueError) as exc:
+        raise CniError(
+            errors.IO_FAILURE, f"cannot read the network config from stdin: {exc}"
+        ) from None
+
+
+def run(environ: dict[str, str], stdin: bytes) -> tuple[int, str]:
+    """One invocation: (exit status, stdout text). Separate from main() for tests."""
+    version = versions.LATEST
+    try:
+        inv = env.read_invocation(environ)
+        if inv.command == "VERSION":
+            return 0, jsonio.dumps(versions.version_info())
+        raw = netconf.decode_object(stdin)
+        requested = netconf.version_of(raw)
+        if requested in versions.SUPPORTED:
+            version = requested
+        conf = netconf.parse(stdin, inv.command)
+        return 0, _dispatch(inv, conf, environ)
+    except CniError as exc:
+        return 1, jsonio.dumps(exc.to_dict(version))
+    except Exception as exc:  # a bug: still answer in the spec's format
+        err = CniError(errors.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        return 1, jsonio.dumps(err.to_dict(version))
+
+
+def _dispatch(inv: env.Invocation, conf: netconf.NetConf, environ: dict[str, str]) -> str:
+    # Imported here so VERSION and input errors never load the gRPC side.
+    from cni_client.cni import commands
+    from cni_client.cni.trace import new_traceparent
+
+    traceparent = new_traceparent(environ)
+    if inv.command == "ADD":
+        return jsonio.dumps(commands.cmd_add(inv, conf, traceparent))
+    if inv.command == "DEL":
+        commands.cmd_del(inv, conf, traceparent)
+    elif inv.command == "CHECK":
+        commands.cmd_check(inv, conf, traceparent)
+    elif inv.command == "STATUS":
+        commands.cmd_status(conf)
+    elif inv.command == "GC":
+        commands.cmd_gc(conf, traceparent)
+    return ""
+
+
+def main() -> int:
+    environ = _environ()
+    try:
+        stdin = (
+            b"" if environ.get("CNI_COMMAND") == "VERSION" and sys.stdin.isatty() else _read_stdin()
+        )
+    except CniError as exc:
+        sys.stdout.write(jsonio.dumps(exc.to_dict(versions.LATEST)) + "\n")
+        return 1
+    status, out = run(environ, stdin)
+    if out:
+        sys.stdout.write(out + "\n")
+    sys.stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
