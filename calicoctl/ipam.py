@@ -199,7 +199,12 @@ async def _configure(ds: Datastore, args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    ipam = subparsers.add_parser("ipam", help="IP address management", description=__doc__)
+    ipam = subparsers.add_parser(
+        "ipam",
+        help="IP address management",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = ipam.add_subparsers(dest="ipam_command", metavar="SUBCOMMAND", required=True)
 
     show = commands.add_parser("show", help="pools with their use (and blocks)")

@@ -1,0 +1,173 @@
+"""A batch of IPAM changes staged in memory and committed as one datastore transaction.
+
+Operations read objects through the staging (seeing the batch's earlier changes), change
+copies and put them back. `savepoint`/`rollback` undo one failed operation without losing
+the others. `txn_ops` turns the changes into compare-and-swap writes: CREATE for keys absent
+when first read, UPDATE/DELETE at the revision they were read at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from libcalico.datastore import TxnOp, TxnOpType
+from services.ipam import keys
+from services.ipam.keys import Network
+from services.ipam.model import Block, BlockAffinity, Handle
+from services.ipam.store import IpamStore
+
+StagedObject = Block | Handle | BlockAffinity
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    # What the key holds now in this batch (None: absent) and the revision it was read at
+    # (None: absent in the datastore when read). `dirty` marks keys to write.
+    value: StagedObject | None
+    base_revision: int | None
+    dirty: bool
+
+
+Savepoint = dict[str, _Entry]
+
+
+class Staging:
+    def __init__(self, store: IpamStore) -> None:
+        self.store = store
+        self._entries: dict[str, _Entry] = {}
+
+    # -- savepoints -------------------------------------------------------------------------
+
+    def savepoint(self) -> Savepoint:
+        return dict(self._entries)
+
+    def rollback(self, savepoint: Savepoint) -> None:
+        self._entries = dict(savepoint)
+
+    @property
+    def dirty(self) -> bool:
+        return any(e.dirty for e in self._entries.values())
+
+    # -- generic ----------------------------------------------------------------------------
+
+    def _base(self, key: str, value: StagedObject | None, revision: int | None) -> _Entry:
+        entry = _Entry(value, revision, False)
+        self._entries[key] = entry
+        return entry
+
+    def _put(self, key: str, value: StagedObject | None) -> None:
+        entry = self._entries.get(key)
+        if entry is None:
+            raise AssertionError(f"staging: {key} written before it was read")
+        self._entries[key] = _Entry(value, entry.base_revision, True)
+
+    def adopt(self, key: str, value: StagedObject, revision: int) -> None:
+        """Record an object written outside the batch (a block claim) as the key's base."""
+        self._entries[key] = _Entry(value, revision, False)
+
+    # -- blocks -----------------------------------------------------------------------------
+
+    async def peek_block(self, cidr: Network) -> Block | None:
+        """The block as this batch sees it, NOT a copy: look, do not touch."""
+        key = keys.block_key(cidr)
+        entry = self._entries.get(key)
+        if entry is None:
+            found = await self.store.block(cidr)
+            entry = self._base(
+                key, found.value if found else None, found.revision if found else None
+            )
+        value = entry.value
+        assert value is None or isinstance(value, Block)
+        return value
+
+    async def get_block(self, cidr: Network) -> Block | None:
+        """A private copy of the block (None when absent); put_block to change it."""
+        value = await self.peek_block(cidr)
+        return value.copy() if value is not None else None
+
+    def put_block(self, block: Block) -> None:
+        self._put(keys.block_key(block.cidr), block)
+
+    def delete_block(self, cidr: Network) -> None:
+        self._put(keys.block_key(cidr), None)
+
+    # -- handles ----------------------------------------------------------------------------
+
+    async def get_handle(self, handle_id: str, assume_new: bool = False) -> Handle | None:
+        """A private copy of the handle (None when absent).
+
+        `assume_new`: when the handle is not cached, assume it does not exist instead of
+        reading it; the commit then CREATEs it, and fails (and is retried with a real read)
+        if it did exist. New handles are the common case of an assignment.
+        """
+        key = keys.handle_key(handle_id)
+        entry = self._entries.get(key)
+        if entry is None:
+            cached = self.store.cached(key)
+            if cached is not None:
+                assert isinstance(cached.value, Handle)
+                entry = self._base(key, cached.value, cached.revision)
+            elif assume_new and not self.store.suspect(key):
+                entry = self._base(key, None, None)
+            else:
+                found = await self.store.handle(handle_id, fresh=True)
+                entry = self._base(
+                    key, found.value if found else None, found.revision if found else None
+                )
+        value = entry.value
+        assert value is None or isinstance(value, Handle)
+        return value.copy() if value is not None else None
+
+    def put_handle(self, handle: Handle) -> None:
+        key = keys.handle_key(handle.handle_id)
+        self._put(key, None if handle.empty else handle)
+
+    # -- affinities -------------------------------------------------------------------------
+
+    async def get_affinity(self, node: str, cidr: Network) -> BlockAffinity | None:
+        key = keys.affinity_key(node, cidr)
+        entry = self._entries.get(key)
+        if entry is None:
+            found = await self.store.affinity(node, cidr)
+            entry = self._base(
+                key, found.value if found else None, found.revision if found else None
+            )
+        value = entry.value
+        assert value is None or isinstance(value, BlockAffinity)
+        return value
+
+    def delete_affinity(self, node: str, cidr: Network) -> None:
+        self._put(keys.affinity_key(node, cidr), None)
+
+    async def node_affinities(self, node: str, version: int) -> list[BlockAffinity]:
+        """The node's affinities as this batch sees them (staged deletions removed)."""
+        out = []
+        for found in await self.store.node_affinities(node, version):
+            key = keys.affinity_key(node, found.value.cidr)
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._base(key, found.value, found.revision)
+            if isinstance(entry.value, BlockAffinity):
+                out.append(entry.value)
+        return out
+
+    # -- commit -----------------------------------------------------------------------------
+
+    def txn_ops(self) -> tuple[list[TxnOp], list[StagedObject | None]]:
+        ops: list[TxnOp] = []
+        objects: list[StagedObject | None] = []
+        for key, entry in self._entries.items():
+            if not entry.dirty:
+                continue
+            if entry.value is not None:
+                raw = entry.value.to_bytes()
+                if entry.base_revision is None:
+                    ops.append(TxnOp(TxnOpType.CREATE, key, raw))
+                else:
+                    ops.append(TxnOp(TxnOpType.UPDATE, key, raw, entry.base_revision))
+            elif entry.base_revision is not None:
+                ops.append(TxnOp(TxnOpType.DELETE, key, revision=entry.base_revision))
+            else:
+                continue
+            objects.append(entry.value)
+        return ops, objects

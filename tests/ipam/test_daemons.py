@@ -1,0 +1,237 @@
+"""calico-ipamd as real processes on real Unix sockets, sharing one datastore (both kinds)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+
+from calico.ipam.v1 import ipam_pb2, ipam_pb2_grpc
+from libcalico.datastore import Datastore
+from services.ipam.check import run_check
+from services.ipam.store import IpamStore
+from tests.ipam.daemons import Daemon, running_daemons, spawn_daemon, stop_daemon, wait_ready
+from tests.ipam.helpers import put_node, put_pool, put_workload_endpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def calicoctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "calicoctl.main", "ipam", *args],
+        cwd=REPO,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def assign(
+    stub: ipam_pb2_grpc.IpamAsyncStub, handle: str, v4: int = 1, v6: int = 0
+) -> list[str]:
+    reply = await stub.AutoAssign(
+        ipam_pb2.AutoAssignRequest(num_ipv4=v4, num_ipv6=v6, handle_id=handle), timeout=30
+    )
+    return list(reply.ipv4) + list(reply.ipv6)
+
+
+async def test_errors_are_grpc_status_codes(
+    datastore: Datastore, datastore_env: dict[str, str]
+) -> None:
+    await put_pool(datastore, "tiny", "10.1.0.0/30", block_size=30)
+    async with (
+        running_daemons(["node-a"], datastore_env) as (daemon,),
+        daemon.channel() as channel,
+    ):
+        stub = ipam_pb2_grpc.IpamStub(channel)
+        got = await assign(stub, "h1", v4=4)
+        assert sorted(got) == [f"10.1.0.{i}/30" for i in range(4)]
+        with pytest.raises(grpc.aio.AioRpcError) as exhausted:
+            await assign(stub, "h2")
+        assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "tiny" in (exhausted.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await stub.AssignIP(ipam_pb2.AssignIPRequest(ip="not-an-ip", handle_id="h3"))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not-an-ip" in (bad.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as v6:
+            await assign(stub, "h4", v4=0, v6=1)
+        assert v6.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "IPv6" in (v6.value.details() or "")
+        released = await stub.ReleaseByHandle(ipam_pb2.ReleaseByHandleRequest(handle_id="h1"))
+        assert len(released.released) == 4
+
+
+async def test_four_daemons_share_one_address_space(
+    datastore: Datastore, datastore_env: dict[str, str]
+) -> None:
+    # 512 addresses in 32 blocks of 16, and exactly 512 requests, unevenly spread: once the
+    # blocks are all claimed, nodes must borrow from the others' partly used blocks (56 is not
+    # a multiple of 16), and every request must still succeed.
+    await put_pool(datastore, "shared", "10.2.0.0/23", block_size=28)
+    nodes = [f"node-{i}" for i in range(4)]
+    for node in nodes:
+        await put_node(datastore, node)
+    per_node, concurrency = {"node-0": 200, "node-1": 160, "node-2": 96, "node-3": 56}, 8
+    async with running_daemons(nodes, datastore_env) as daemons:
+
+        async def client(daemon: Daemon, worker: int) -> list[tuple[str, str]]:
+            out = []
+            async with daemon.channel() as channel:
+                stub = ipam_pb2_grpc.IpamStub(channel)
+                for i in range(per_node[daemon.node] // concurrency):
+                    handle = f"{daemon.node}.w{worker}.{i}"
+                    (ip,) = await assign(stub, handle)
+                    out.append((handle, ip.split("/")[0]))
+            return out
+
+        results = await asyncio.gather(*(client(d, w) for d in daemons for w in range(concurrency)))
+    handed_out = [pair for chunk in results for pair in chunk]
+    assert len(handed_out) == 512
+    assert len({ip for _, ip in handed_out}) == 512
+
+    # Read every allocation back from the datastore.
+    store = IpamStore(datastore, cache=False)
+    blocks = [b.value for b in await store.list_blocks(4)]
+    stored = {str(a.ip): (a, b) for b in blocks for a in b.all_allocations()}
+    assert len(stored) == sum(b.in_use for b in blocks) == 512
+    borrowed = 0
+    for handle, ip in handed_out:
+        alloc, block = stored[ip]
+        assert alloc.handle_id == handle
+        node = handle.split(".")[0]
+        assert alloc.attributes["node"] == node
+        if block.affine_node != node:
+            borrowed += 1  # recorded as borrowed: the block belongs to another node
+    affinity_owners = Counter(b.affine_node for b in blocks)
+    assert sum(affinity_owners.values()) == 32
+    assert 0 < borrowed < 512
+    report = await run_check(datastore)
+    assert report.duplicates == [] and report.out_of_block == []
+    assert report.handle_mismatches == [] and report.missing_node_blocks == []
+
+
+async def test_sigkill_mid_allocation_leaves_no_duplicates_and_check_finds_leaks(
+    datastore: Datastore, datastore_env: dict[str, str]
+) -> None:
+    await put_pool(datastore, "pool", "10.3.0.0/22", block_size=26)
+    for node in ("node-a", "node-b"):
+        await put_node(datastore, node)
+    async with running_daemons(["node-a", "node-b"], datastore_env) as (a, b):
+        acknowledged: list[tuple[str, str]] = []
+        enough_on_a = asyncio.Event()
+
+        async def hammer(daemon: Daemon, prefix: str, count: int) -> None:
+            async with daemon.channel() as channel:
+                stub = ipam_pb2_grpc.IpamStub(channel)
+                for i in range(count):
+                    handle = f"k8s-pod-network.{prefix}{i}"
+                    try:
+                        (ip,) = await assign(stub, handle)
+                    except grpc.aio.AioRpcError:
+                        return  # the daemon died under us
+                    acknowledged.append((handle, ip.split("/")[0]))
+                    if sum(1 for h, _ in acknowledged if h.startswith("k8s-pod-network.a")) >= 60:
+                        enough_on_a.set()
+
+        tasks = [asyncio.create_task(hammer(a, f"a{w}x", 200)) for w in range(8)]
+        tasks += [asyncio.create_task(hammer(b, f"b{w}x", 40)) for w in range(4)]
+        await asyncio.wait_for(enough_on_a.wait(), timeout=60)
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(timeout=10)
+        await asyncio.gather(*tasks)
+        # A new daemon for the same node carries on where the killed one stopped.
+        workdir = Path(a.socket).parent
+        again = spawn_daemon("node-a", workdir, datastore_env)
+        try:
+            await wait_ready(again)
+            await hammer(again, "after", 20)
+        finally:
+            stop_daemon(again)
+
+    ips = [ip for _, ip in acknowledged]
+    assert len(ips) == len(set(ips))
+    report = await run_check(datastore)
+    assert report.duplicates == [] and report.out_of_block == []
+    assert report.handle_mismatches == []
+
+    # Pods that got an answer are live; anything else allocated is a leak.
+    for handle, ip in acknowledged:
+        cid = handle.rsplit(".", 1)[1]
+        await put_workload_endpoint(datastore, "default", f"pod-{cid}", "node-a", cid, ip)
+    # A pod deleted without its CNI DEL: a leak the report must show.
+    async with running_daemons(["node-b"], datastore_env) as (b2,), b2.channel() as channel:
+        (leaked_ip,) = await assign(ipam_pb2_grpc.IpamStub(channel), "k8s-pod-network.gone")
+
+    report_file = Path(a.socket).parent.with_name(Path(a.socket).parent.name + "-report.json")
+    try:
+        checked = calicoctl(datastore_env, "check", "-o", "json", "--report", str(report_file))
+        assert checked.returncode == 0, checked.stderr
+        report_json = json.loads(checked.stdout)
+        leaks = {leak["ip"] for leak in report_json["leaks"]}
+        assert leaked_ip.split("/")[0] in leaks
+        assert not leaks & set(ips)
+        assert report_json["duplicates"] == []
+
+        released = calicoctl(datastore_env, "release", "--from-report", str(report_file))
+        assert released.returncode == 0, released.stderr
+        assert f"released {len(leaks)} of {len(leaks)}" in released.stdout
+        after = await run_check(datastore)
+        assert after.leaks == [] and after.problem_count == 0
+        assert after.summary["allocations"] == len(ips)
+    finally:
+        report_file.unlink(missing_ok=True)
+
+
+async def test_calicoctl_show_release_and_configure(
+    datastore: Datastore, datastore_env: dict[str, str]
+) -> None:
+    await put_pool(datastore, "pool", "10.4.0.0/24", block_size=28)
+    async with running_daemons(["node-a"], datastore_env) as (daemon,), daemon.channel() as ch:
+        ips = await assign(ipam_pb2_grpc.IpamStub(ch), "shown", v4=2)
+    shown = calicoctl(datastore_env, "show", "--show-blocks", "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["pools"] == [
+        {
+            "name": "pool",
+            "cidr": "10.4.0.0/24",
+            "blockSize": 28,
+            "disabled": False,
+            "size": 256,
+            "inUse": 2,
+            "blocks": 1,
+        }
+    ]
+    (block,) = data["blocks"]
+    assert block["affinity"] == "host:node-a"
+    assert sorted(a["ip"] for a in block["allocations"]) == sorted(i.split("/")[0] for i in ips)
+    assert {a["handle"] for a in block["allocations"]} == {"shown"}
+    table = calicoctl(datastore_env, "show")
+    assert "10.4.0.0/24" in table.stdout and table.returncode == 0
+
+    ip = ips[0].split("/")[0]
+    assert calicoctl(datastore_env, "release", "--ip", ip).returncode == 0
+    twice = calicoctl(datastore_env, "release", "--ip", ip)
+    assert twice.returncode == 1 and "not assigned" in twice.stderr
+
+    conf = calicoctl(datastore_env, "configure", "--strictaffinity=true")
+    assert conf.returncode == 0, conf.stderr
+    bad = calicoctl(datastore_env, "configure", "--strictaffinity=maybe")
+    assert bad.returncode != 0
+    stored = json.loads(
+        (
+            await datastore.get("/calico/resources/v3/projectcalico.org/ipamconfigurations/default")
+        ).value
+    )
+    assert stored["spec"]["strictAffinity"] is True
