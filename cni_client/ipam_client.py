@@ -1,39 +1,45 @@
-"""The CNI plugin's transport to the local calico-ipamd: blocking gRPC over a Unix socket.
-
-Kept behind this small interface (plain strings in and out) so it can later be replaced by a
-lighter transport without touching the plugin.
-"""
+"""The `calico-ipam` plugin's client of the node's calico-ipamd: unary gRPC over grpc_lite with
+the hand-written protobuf of wire.py, so an exec never imports grpc or protobuf (see
+cni_client/DESIGN.md). Failures come out as CniError naming the daemon, call and reason."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from cni_client import wire
+from cni_client.cni import errors
+from cni_client.cni.daemons import IPAM, Daemon
+from cni_client.cni.errors import CniError
 
-import grpc
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import TypeVar
 
-from calico.ipam.v1 import ipam_pb2, ipam_pb2_grpc
+    T = TypeVar("T")  # only for mypy: annotations are never evaluated at run time
 
 DEFAULT_SOCKET = "/var/run/calico/ipam.sock"
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT_S = 30.0
 
 
-class IpamClientError(Exception):
-    """A failed call: `code` is the gRPC status name (e.g. RESOURCE_EXHAUSTED)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+def _decoded(call: str, decode: Callable[[bytes], T], raw: bytes) -> T:
+    try:
+        return decode(raw)
+    except (wire.WireError, UnicodeDecodeError) as exc:
+        raise CniError(errors.DAEMON_ERROR, f"unreadable {IPAM} {call} answer: {exc}") from None
 
 
 class IpamClient:
-    def __init__(self, socket_path: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT):
-        self.socket_path = socket_path
-        self.timeout = timeout
-        self._channel = grpc.insecure_channel(f"unix:{socket_path}")
-        self._stub = ipam_pb2_grpc.IpamStub(self._channel)
+    """One connection to calico-ipamd for one invocation (made on the first call)."""
+
+    def __init__(
+        self,
+        socket_path: str = DEFAULT_SOCKET,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        traceparent: str = "",
+    ) -> None:
+        self.daemon = Daemon(IPAM, socket_path, timeout_s, traceparent)
 
     def close(self) -> None:
-        self._channel.close()
+        self.daemon.close()
 
     def __enter__(self) -> IpamClient:
         return self
@@ -41,13 +47,10 @@ class IpamClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _error(self, exc: grpc.RpcError) -> IpamClientError:
-        code = exc.code() if hasattr(exc, "code") else None
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        name = code.name if code is not None else "UNKNOWN"
-        if name == "UNAVAILABLE":
-            details = f"calico-ipamd at {self.socket_path} unreachable: {details}"
-        return IpamClientError(name, details or "")
+    @property
+    def reached(self) -> bool:
+        """Whether a request was written to the daemon (which may then have acted on it)."""
+        return self.daemon.channel.requests_sent > 0
 
     def auto_assign(
         self,
@@ -55,40 +58,27 @@ class IpamClient:
         num_ipv4: int,
         num_ipv6: int,
         attributes: Mapping[str, str],
-        ipv4_pools: list[str] | None = None,
-        ipv6_pools: list[str] | None = None,
+        ipv4_pools: list[str],
+        ipv6_pools: list[str],
     ) -> tuple[list[str], list[str]]:
-        request = ipam_pb2.AutoAssignRequest(
-            handle_id=handle_id,
-            num_ipv4=num_ipv4,
-            num_ipv6=num_ipv6,
-            attributes=dict(attributes),
-            ipv4_pools=ipv4_pools or [],
-            ipv6_pools=ipv6_pools or [],
+        req = wire.auto_assign_request(
+            handle_id, num_ipv4, num_ipv6, attributes, ipv4_pools, ipv6_pools
         )
-        try:
-            reply = self._stub.AutoAssign(request, timeout=self.timeout, wait_for_ready=False)
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
-        return list(reply.ipv4), list(reply.ipv6)
+        raw = self.daemon.call(wire.AUTO_ASSIGN, req)
+        return _decoded("AutoAssign", wire.auto_assign_response, raw)
 
     def assign_ip(self, ip: str, handle_id: str, attributes: Mapping[str, str]) -> str:
-        request = ipam_pb2.AssignIPRequest(ip=ip, handle_id=handle_id, attributes=dict(attributes))
-        try:
-            return str(self._stub.AssignIP(request, timeout=self.timeout).ip)
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+        raw = self.daemon.call(wire.ASSIGN_IP, wire.assign_ip_request(ip, handle_id, attributes))
+        return _decoded("AssignIP", wire.assign_ip_response, raw)
 
     def release_by_handle(self, handle_id: str) -> list[str]:
-        request = ipam_pb2.ReleaseByHandleRequest(handle_id=handle_id)
-        try:
-            return list(self._stub.ReleaseByHandle(request, timeout=self.timeout).released)
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+        raw = self.daemon.call(wire.RELEASE_BY_HANDLE, wire.release_by_handle_request(handle_id))
+        return _decoded("ReleaseByHandle", wire.release_by_handle_response, raw)
 
     def get_allocations(self, handle_id: str) -> list[str]:
-        request = ipam_pb2.GetAllocationsRequest(handle_id=handle_id)
-        try:
-            return list(self._stub.GetAllocations(request, timeout=self.timeout).ips)
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+        raw = self.daemon.call(wire.GET_ALLOCATIONS, wire.get_allocations_request(handle_id))
+        return _decoded("GetAllocations", wire.get_allocations_response, raw)
+
+    def list_handles(self, prefix: str) -> list[tuple[str, list[str]]]:
+        raw = self.daemon.call(wire.LIST_HANDLES, wire.list_handles_request(prefix))
+        return _decoded("ListHandles", wire.list_handles_response, raw)

@@ -16,6 +16,8 @@ IPAM_SERVICE = "/calico.ipam.v1.Ipam/"
 AUTO_ASSIGN = IPAM_SERVICE + "AutoAssign"
 RELEASE_BY_HANDLE = IPAM_SERVICE + "ReleaseByHandle"
 GET_ALLOCATIONS = IPAM_SERVICE + "GetAllocations"
+ASSIGN_IP = IPAM_SERVICE + "AssignIP"
+LIST_HANDLES = IPAM_SERVICE + "ListHandles"
 
 FELIX_SERVICE = "/calico.felix.v1.Endpoints/"
 SETUP_ENDPOINT = FELIX_SERVICE + "SetupEndpoint"
@@ -178,6 +180,30 @@ def get_allocations_request(handle_id: str) -> bytes:
 
 def get_allocations_response(buf: bytes) -> list[str]:
     return _strings_by_field(buf).get(1, [])
+
+
+def assign_ip_request(ip: str, handle_id: str, attributes: Mapping[str, str]) -> bytes:
+    return _str(1, ip) + _str(2, handle_id) + _map(3, attributes)
+
+
+def assign_ip_response(buf: bytes) -> str:
+    """The address with its block's prefix length."""
+    found = _strings_by_field(buf).get(1, [])
+    return found[-1] if found else ""
+
+
+def list_handles_request(handle_prefix: str) -> bytes:
+    return _str(1, handle_prefix)
+
+
+def list_handles_response(buf: bytes) -> list[tuple[str, list[str]]]:
+    """(handle id, its addresses on the node) pairs, in the daemon's order."""
+    handles: list[tuple[str, list[str]]] = []
+    for field, value in fields(buf):
+        if field == 1:
+            entry = _strings_by_field(_bytes(value))
+            handles.append(("".join(entry.get(1, [])), entry.get(2, [])))
+    return handles
 
 
 # --- calico.felix.v1 ----------------------------------------------------------------------

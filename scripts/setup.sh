@@ -10,6 +10,7 @@ APT_PACKAGES=(
   etcd-server etcd-client
   nftables python3-nftables iptables ipset conntrack
   bird2 gobgpd containernetworking-plugins
+  podman runc busybox-static
 )
 
 missing=()
@@ -41,5 +42,17 @@ fi
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 if [ -d /usr/lib/python3/dist-packages/nftables ] && [ ! -e "$site/nftables" ]; then
   ln -s /usr/lib/python3/dist-packages/nftables "$site/nftables"
+fi
+# cnitool (libcni's test client, not packaged by Debian) for tests/cni_runtimes: built from the
+# Go module proxy into .venv/bin at a pinned version.
+CNITOOL_VERSION=v1.3.0
+GO=${GO:-/usr/local/go/bin/go}
+if [ ! -x .venv/bin/cnitool ]; then
+  if [ -x "$GO" ]; then
+    echo "setup: installing cnitool $CNITOOL_VERSION"
+    GOBIN="$PWD/.venv/bin" "$GO" install "github.com/containernetworking/cni/cnitool@$CNITOOL_VERSION"
+  else
+    echo "setup: no Go toolchain at $GO: cnitool not installed (tests/cni_runtimes will skip)"
+  fi
 fi
 echo "setup: ready (.venv/bin has calicoctl and the services)"

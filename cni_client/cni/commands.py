@@ -192,7 +192,9 @@ def cmd_status(conf: NetConf) -> None:
 
 def cmd_gc(conf: NetConf, traceparent: str) -> None:
     """Tear down the endpoints (and release the addresses) of attachments the runtime no longer
-    lists. An address is released only when no valid attachment has its container."""
+    lists. An address is released only when no valid attachment has its container and its
+    endpoint is gone. calico-ipamd's handles for this node are collected too, so an allocation
+    whose endpoint never came (an ADD that died between the two daemons) does not leak."""
     valid = set(conf.valid_attachments or ())
     valid_containers = {cid for cid, _ in valid}
     daemons = Daemons(conf, traceparent)
@@ -203,12 +205,17 @@ def cmd_gc(conf: NetConf, traceparent: str) -> None:
             for ep in daemons.list_endpoints()
             if (ep.id.container_id, ep.id.interface_name) not in valid
         ]
+        still_plumbed: set[str] = set()  # containers whose teardown failed keep their address
         for ep in stale:
             try:
                 daemons.teardown_endpoint(ep.id, "")
             except CniError as exc:
                 failures.append(exc)
-        for cid in sorted({ep.id.container_id for ep in stale} - valid_containers):
+                still_plumbed.add(ep.id.container_id)
+        candidates = {ep.id.container_id for ep in stale}
+        for handle, _ in daemons.list_handles(HANDLE_PREFIX) or ():
+            candidates.add(handle[len(HANDLE_PREFIX) :])
+        for cid in sorted(candidates - valid_containers - still_plumbed):
             try:
                 daemons.release_by_handle(handle_id(cid))
             except CniError as exc:

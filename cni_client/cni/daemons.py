@@ -101,6 +101,19 @@ class Daemons:
         req = wire.get_allocations_request(handle)
         return wire.get_allocations_response(self.ipam.call(wire.GET_ALLOCATIONS, req))
 
+    def list_handles(self, prefix: str) -> list[tuple[str, list[str]]] | None:
+        """This node's handles starting with `prefix`, with their addresses; None when
+        calico-ipamd predates ListHandles (UNIMPLEMENTED)."""
+        req = wire.list_handles_request(prefix)
+        ipam = self.ipam
+        try:
+            raw = ipam.channel.call(wire.LIST_HANDLES, req, ipam.metadata, ipam.timeout_s)
+        except grpc_lite.GrpcError as exc:
+            if exc.code == grpc_lite.UNIMPLEMENTED:
+                return None
+            raise to_cni_error(ipam.name, wire.LIST_HANDLES, exc) from None
+        return wire.list_handles_response(raw)
+
     # calico-felix
 
     def setup_endpoint(

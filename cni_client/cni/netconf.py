@@ -216,3 +216,9 @@ def _str_list(obj: dict[str, object], key: str, prefix: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise _invalid(prefix + key, value, "a list of non-empty strings")
     return value
+
+
+# For the calico-ipam plugin's config (cni/ipam_netconf.py), which shares these rules.
+network_name = _name
+invalid = _invalid
+attachments_of = _attachments

@@ -238,6 +238,26 @@ class Allocator:
                 out.append(ipaddress.ip_interface(f"{block.value.ip_of(ordinal)}/{cidr.prefixlen}"))
         return out
 
+    async def list_node_handles(self, prefix: str = "") -> dict[str, list[IPInterface]]:
+        """Handles (starting with `prefix`) holding addresses allocated for this node, with
+        those addresses: what a CNI plugin's GC compares with the runtime's attachments.
+
+        Read from the blocks, fresh (one list per IP version), since an allocation's `node`
+        attribute lives there; borrowed addresses count for the node that asked for them."""
+        found: dict[str, list[IPInterface]] = {}
+        for version in (4, 6):
+            for entry in await self.store.list_blocks(version):
+                block = entry.value
+                plen = block.cidr.prefixlen
+                for alloc in block.all_allocations():
+                    handle = alloc.handle_id
+                    if not handle or not handle.startswith(prefix):
+                        continue
+                    if alloc.attributes.get(ATTR_NODE) != self.node:
+                        continue
+                    found.setdefault(handle, []).append(_interface(alloc.ip, plen))
+        return {handle: found[handle] for handle in sorted(found)}
+
     # -- pools ------------------------------------------------------------------------------
 
     @staticmethod

@@ -114,6 +114,17 @@ class IpamServicer(ipam_pb2_grpc.IpamServicer):
         ips = await self._call(context, self.allocator.get_allocations(request.handle_id))
         return ipam_pb2.GetAllocationsResponse(ips=[str(i) for i in ips])
 
+    async def ListHandles(
+        self, request: ipam_pb2.ListHandlesRequest, context: Context
+    ) -> ipam_pb2.ListHandlesResponse:
+        handles = await self._call(context, self.allocator.list_node_handles(request.handle_prefix))
+        return ipam_pb2.ListHandlesResponse(
+            handles=[
+                ipam_pb2.ListHandlesResponse.Handle(handle_id=h, ips=[str(i) for i in ips])
+                for h, ips in handles.items()
+            ]
+        )
+
 
 def add_to_server(servicer: IpamServicer, server: grpc.aio.Server) -> None:
     ipam_pb2_grpc.add_IpamServicer_to_server(servicer, server)

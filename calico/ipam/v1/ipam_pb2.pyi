@@ -334,3 +334,68 @@ class GetAllocationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetAllocationsResponse: _TypeAlias = GetAllocationsResponse  # noqa: Y015
+
+@_typing.final
+class ListHandlesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDLE_PREFIX_FIELD_NUMBER: _builtins.int
+    handle_prefix: _builtins.str
+    """Only handles starting with this, e.g. "k8s-pod-network."; empty means all."""
+    def __init__(
+        self,
+        *,
+        handle_prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handle_prefix", b"handle_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHandlesRequest: _TypeAlias = ListHandlesRequest  # noqa: Y015
+
+@_typing.final
+class ListHandlesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Handle(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        HANDLE_ID_FIELD_NUMBER: _builtins.int
+        IPS_FIELD_NUMBER: _builtins.int
+        handle_id: _builtins.str
+        @_builtins.property
+        def ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+            """The handle's addresses on this node, with their block's prefix length."""
+
+        def __init__(
+            self,
+            *,
+            handle_id: _builtins.str = ...,
+            ips: _abc.Iterable[_builtins.str] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["handle_id", b"handle_id", "ips", b"ips"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    HANDLES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def handles(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListHandlesResponse.Handle]:
+        """Sorted by handle_id."""
+
+    def __init__(
+        self,
+        *,
+        handles: _abc.Iterable[Global___ListHandlesResponse.Handle] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handles", b"handles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHandlesResponse: _TypeAlias = ListHandlesResponse  # noqa: Y015

@@ -59,6 +59,11 @@ class IpamStub:
                 request_serializer=calico_dot_ipam_dot_v1_dot_ipam__pb2.GetAllocationsRequest.SerializeToString,
                 response_deserializer=calico_dot_ipam_dot_v1_dot_ipam__pb2.GetAllocationsResponse.FromString,
                 _registered_method=True)
+        self.ListHandles = channel.unary_unary(
+                '/calico.ipam.v1.Ipam/ListHandles',
+                request_serializer=calico_dot_ipam_dot_v1_dot_ipam__pb2.ListHandlesRequest.SerializeToString,
+                response_deserializer=calico_dot_ipam_dot_v1_dot_ipam__pb2.ListHandlesResponse.FromString,
+                _registered_method=True)
 
 
 class IpamServicer:
@@ -100,6 +105,14 @@ class IpamServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHandles(self, request, context):
+        """Handles holding addresses allocated for this daemon's node (allocation attribute `node`),
+        with those addresses; for a CNI plugin's garbage collection.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IpamServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +140,11 @@ def add_IpamServicer_to_server(servicer, server):
                     servicer.GetAllocations,
                     request_deserializer=calico_dot_ipam_dot_v1_dot_ipam__pb2.GetAllocationsRequest.FromString,
                     response_serializer=calico_dot_ipam_dot_v1_dot_ipam__pb2.GetAllocationsResponse.SerializeToString,
+            ),
+            'ListHandles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHandles,
+                    request_deserializer=calico_dot_ipam_dot_v1_dot_ipam__pb2.ListHandlesRequest.FromString,
+                    response_serializer=calico_dot_ipam_dot_v1_dot_ipam__pb2.ListHandlesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +282,33 @@ class Ipam:
             '/calico.ipam.v1.Ipam/GetAllocations',
             calico_dot_ipam_dot_v1_dot_ipam__pb2.GetAllocationsRequest.SerializeToString,
             calico_dot_ipam_dot_v1_dot_ipam__pb2.GetAllocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHandles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/calico.ipam.v1.Ipam/ListHandles',
+            calico_dot_ipam_dot_v1_dot_ipam__pb2.ListHandlesRequest.SerializeToString,
+            calico_dot_ipam_dot_v1_dot_ipam__pb2.ListHandlesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,10 @@ class IpamStub:
     """Release every address of a handle (idempotent: an unknown handle releases nothing)."""
     GetAllocations: _grpc.UnaryUnaryMultiCallable[_ipam_pb2.GetAllocationsRequest, _ipam_pb2.GetAllocationsResponse]
     """The addresses a handle holds."""
+    ListHandles: _grpc.UnaryUnaryMultiCallable[_ipam_pb2.ListHandlesRequest, _ipam_pb2.ListHandlesResponse]
+    """Handles holding addresses allocated for this daemon's node (allocation attribute `node`),
+    with those addresses; for a CNI plugin's garbage collection.
+    """
 
 @_typing.type_check_only
 class IpamAsyncStub(IpamStub):
@@ -65,6 +69,10 @@ class IpamAsyncStub(IpamStub):
     """Release every address of a handle (idempotent: an unknown handle releases nothing)."""
     GetAllocations: _aio.UnaryUnaryMultiCallable[_ipam_pb2.GetAllocationsRequest, _ipam_pb2.GetAllocationsResponse]  # type: ignore[assignment]
     """The addresses a handle holds."""
+    ListHandles: _aio.UnaryUnaryMultiCallable[_ipam_pb2.ListHandlesRequest, _ipam_pb2.ListHandlesResponse]  # type: ignore[assignment]
+    """Handles holding addresses allocated for this daemon's node (allocation attribute `node`),
+    with those addresses; for a CNI plugin's garbage collection.
+    """
 
 class IpamServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -108,5 +116,15 @@ class IpamServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ipam_pb2.GetAllocationsResponse, _abc.Awaitable[_ipam_pb2.GetAllocationsResponse]]:
         """The addresses a handle holds."""
+
+    @_abc_1.abstractmethod
+    def ListHandles(
+        self,
+        request: _ipam_pb2.ListHandlesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ipam_pb2.ListHandlesResponse, _abc.Awaitable[_ipam_pb2.ListHandlesResponse]]:
+        """Handles holding addresses allocated for this daemon's node (allocation attribute `node`),
+        with those addresses; for a CNI plugin's garbage collection.
+        """
 
 def add_IpamServicer_to_server(servicer: IpamServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
