@@ -1,0 +1,1 @@
+"""Kernel plumbing of pod endpoints: raw netlink, namespaces, sysctls, the veth recipe."""

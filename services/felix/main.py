@@ -1,0 +1,89 @@
+"""calico-felix: the per-node agent; today it serves the endpoint API on a Unix socket.
+
+    calico-felix [--socket PATH] [--nodename NAME] [--mtu N] [--datastore-type ...]
+
+CALICO_FELIX_SOCKET (default /var/run/calico/felix.sock), NODENAME, FELIX_VETHMTU (0: detect
+from the node's default-route interface), FELIX_POLICYTIMEOUT (seconds, default 10) and the
+datastore variables (DATASTORE_TYPE, ETCD_ENDPOINTS, CALICO_DATASTORE_PATH) configure it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from libcalico.config import ConfigError, DatastoreConfig, add_datastore_arguments, node_name
+
+DEFAULT_SOCKET = "/var/run/calico/felix.sock"
+DEFAULT_POLICY_TIMEOUT = 10.0
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number") from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="calico-felix", description=__doc__)
+    parser.add_argument(
+        "--socket",
+        default=os.environ.get("CALICO_FELIX_SOCKET", DEFAULT_SOCKET),
+        help="Unix socket of the endpoint API (CALICO_FELIX_SOCKET; default %(default)s)",
+    )
+    parser.add_argument("--nodename", help="this node's name (NODENAME; default the hostname)")
+    parser.add_argument(
+        "--mtu", type=int, help="veth MTU (FELIX_VETHMTU; default: detected from the node)"
+    )
+    parser.add_argument(
+        "--policy-timeout",
+        type=float,
+        help="seconds an ADD waits for policy (FELIX_POLICYTIMEOUT; default 10)",
+    )
+    add_datastore_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        ds_config = DatastoreConfig.from_args(args)
+        mtu = args.mtu if args.mtu is not None else int(_env_number("FELIX_VETHMTU", 0))
+        policy_timeout = (
+            args.policy_timeout
+            if args.policy_timeout is not None
+            else _env_number("FELIX_POLICYTIMEOUT", DEFAULT_POLICY_TIMEOUT)
+        )
+        if mtu < 0 or policy_timeout <= 0:
+            raise ConfigError("--mtu must be >= 0 and --policy-timeout > 0")
+    except ConfigError as exc:
+        print(f"calico-felix: {exc}", file=sys.stderr)
+        return 2
+    node = node_name(args.nodename)
+
+    # Heavy imports only once the arguments are known to be good.
+    from libcalico.runtime import ServiceRuntime, run_service
+    from services.felix.daemon import build_felix
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.socket)), exist_ok=True)
+    runtime = ServiceRuntime(
+        "calico-felix",
+        tcp=None,
+        unix_socket=args.socket,
+        node_name=node,
+        datastore_type=ds_config.type,
+    )
+
+    async def setup(rt: ServiceRuntime) -> None:
+        await build_felix(rt, ds_config, node=node, mtu=mtu, policy_timeout=policy_timeout)
+
+    return run_service(runtime, setup)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
