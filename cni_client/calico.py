@@ -9,27 +9,11 @@ everything it imports use built-in modules only, and the installed launcher runs
 
 from __future__ import annotations
 
-import posix
 import sys
 
 from cni_client.cni import env, errors, jsonio, netconf, versions
+from cni_client.cni.entry import plugin_main
 from cni_client.cni.errors import CniError
-
-
-def _environ() -> dict[str, str]:
-    return {
-        k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-        for k, v in posix.environ.items()
-    }
-
-
-def _read_stdin() -> bytes:
-    try:
-        return sys.stdin.buffer.read()
-    except (OSError, AttributeError, ValueError) as exc:
-        raise CniError(
-            errors.IO_FAILURE, f"cannot read the network config from stdin: {exc}"
-        ) from None
 
 
 def run(environ: dict[str, str], stdin: bytes) -> tuple[int, str]:
@@ -72,19 +56,7 @@ def _dispatch(inv: env.Invocation, conf: netconf.NetConf, environ: dict[str, str
 
 
 def main() -> int:
-    environ = _environ()
-    try:
-        stdin = (
-            b"" if environ.get("CNI_COMMAND") == "VERSION" and sys.stdin.isatty() else _read_stdin()
-        )
-    except CniError as exc:
-        sys.stdout.write(jsonio.dumps(exc.to_dict(versions.LATEST)) + "\n")
-        return 1
-    status, out = run(environ, stdin)
-    if out:
-        sys.stdout.write(out + "\n")
-    sys.stdout.flush()
-    return status
+    return plugin_main(run, versions.LATEST)
 
 
 if __name__ == "__main__":

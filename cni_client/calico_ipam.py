@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from cni_client.calico import _environ, _read_stdin
 from cni_client.cni import env, errors, ipam_netconf, jsonio, netconf
+from cni_client.cni.entry import plugin_main
 from cni_client.cni.errors import CniError
 
 # A main plugin may hand over a config in an old version; the answer to VERSION is the newest.
@@ -72,19 +72,7 @@ def _dispatch(
 
 
 def main() -> int:
-    environ = _environ()
-    try:
-        stdin = (
-            b"" if environ.get("CNI_COMMAND") == "VERSION" and sys.stdin.isatty() else _read_stdin()
-        )
-    except CniError as exc:
-        sys.stdout.write(jsonio.dumps(exc.to_dict(LATEST)) + "\n")
-        return 1
-    status, out = run(environ, stdin)
-    if out:
-        sys.stdout.write(out + "\n")
-    sys.stdout.flush()
-    return status
+    return plugin_main(run, LATEST)
 
 
 if __name__ == "__main__":
