@@ -1,0 +1,293 @@
+"""The iptables driver: cali-* chains via ``iptables-restore --noflush``, sets via ``ipset``.
+
+Per-key renderings (policy, profile, endpoint, selector set) are cached and recomputed only
+for the keys a delta names; the union is diffed against what was last written, and only the
+differing chains (a ``:chain`` line flushes one under --noflush) and set members go out, in
+one ``ipset restore`` batch and one ``iptables-restore`` batch. Sets are created before the
+rules that use them and destroyed after. The refresh reads ``iptables-save`` and ``ipset
+save`` and repairs what differs; a full set rewrite goes through a temporary set and a swap.
+Works with both iptables flavours (nft by default, ``legacy=True`` for x_tables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import subprocess
+
+from services.felix.calc.model import DataplaneState, StateDelta
+from services.felix.dataplane import ipt_render as r
+from services.felix.dataplane.names import endpoint_chain, ipset_name, policy_chain
+from services.felix.dataplane.netns import command_in_netns
+
+log = logging.getLogger(__name__)
+
+_TAG_RE = re.compile(r'--comment "?(cali:[A-Za-z0-9_-]+)')
+_OWNED_SETS = ("cali40s:", "cali40n:", "cali40a:")
+
+
+class CommandError(RuntimeError):
+    pass
+
+
+def _tags(rules: list[str]) -> list[str]:
+    """The cali:<hash> comment of each rule (as we render it, or as iptables-save prints)."""
+    out = []
+    for rule in rules:
+        start = rule.rfind('--comment "cali:')
+        if start >= 0 and rule.endswith('"'):  # our rendering: the comment is last
+            out.append(rule[start + 11 : -1])
+            continue
+        m = _TAG_RE.search(rule)
+        out.append(m.group(1) if m else "")
+    return out
+
+
+class IptablesDataplane:
+    name = "iptables"
+
+    def __init__(self, netns_path: str | None, legacy: bool = False) -> None:
+        self._netns = netns_path
+        suffix = "-legacy" if legacy else ""
+        self._restore = f"iptables{suffix}-restore"
+        self._save = f"iptables{suffix}-save"
+        self.name = f"iptables{suffix}"
+        # Cached renderings per key.
+        self._program_chains: dict[tuple[bool, str], dict[str, list[str]]] = {}
+        self._program_nets: dict[tuple[bool, str], dict[str, r.SetContent]] = {}
+        self._selector_sets: dict[str, r.SetContent] = {}
+        self._endpoint_chains: dict[str, dict[str, list[str]]] = {}
+        # What the kernel has (as last written or read); None until the first reconcile.
+        self._chains: dict[str, list[str]] | None = None
+        self._sets: dict[str, r.SetContent] = {}
+
+    # -- commands --------------------------------------------------------------------------
+
+    async def _exec(self, argv: list[str], stdin: str | None = None) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *command_in_netns(self._netns, argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+        if proc.returncode != 0:
+            raise CommandError(f"{argv[0]}: {err.decode().strip()}")
+        return out.decode()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        chains, _ = await self._read_kernel()
+        if r.FORWARD not in chains:
+            # First start: hook in dispatch chains that know no endpoint, so every cali*
+            # interface is dropped until we are in sync. A restart leaves the rules alone.
+            static = r.static_chains(())
+            lines = ["*filter", *(f":{c} - [0:0]" for c in static)]
+            for chain, rules in static.items():
+                lines += [f"-A {chain} {rule}" for rule in rules]
+            lines += self._hook_lines(chains)
+            await self._exec([self._restore, "--noflush"], "\n".join([*lines, "COMMIT", ""]))
+
+    async def close(self) -> None:
+        pass
+
+    def programmed_interfaces(self) -> frozenset[str]:
+        if self._chains is None:
+            return frozenset()
+        return frozenset(
+            i
+            for i in self._endpoint_chains
+            if endpoint_chain(i, True) in self._chains and endpoint_chain(i, False) in self._chains
+        )
+
+    def ipset_count(self) -> int:
+        return len(self._sets)
+
+    @staticmethod
+    def _hook_lines(chains: dict[str, list[str]]) -> list[str]:
+        """Jumps from the built-in chains to ours, for those that lack them."""
+        lines = []
+        for hook in r.HOOKS:
+            rule = r.hook_rule(hook)
+            if _tags([rule])[0] not in _tags(chains.get(hook, [])):
+                lines.append(f"-I {hook} 1 {rule}")
+        return lines
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def _refresh_cache(self, state: DataplaneState, delta: StateDelta | None) -> None:
+        """Re-render the keys of ``delta`` (everything when None)."""
+        if delta is None:
+            self._program_chains.clear()
+            self._program_nets.clear()
+            self._selector_sets.clear()
+            self._endpoint_chains.clear()
+            keys = [(False, k) for k in state.policies] + [(True, k) for k in state.profiles]
+            set_ids = list(state.ipsets)
+            interfaces = set(state.endpoints)
+        else:
+            keys = [(False, k) for k in delta.policies] + [(True, k) for k in delta.profiles]
+            set_ids = list(delta.ipsets)
+            interfaces = set(delta.endpoints)
+        presence_changed: set[str] = set()
+        for profile, key in keys:
+            program = (state.profiles if profile else state.policies).get(key)
+            before = set(self._program_chains.get((profile, key), {}))
+            if program is None:
+                self._program_chains.pop((profile, key), None)
+                self._program_nets.pop((profile, key), None)
+                after: set[str] = set()
+            else:
+                renderer = r.RuleRenderer()
+                chains = r.program_chains(program, key, profile, renderer)
+                self._program_chains[(profile, key)] = chains
+                self._program_nets[(profile, key)] = renderer.net_sets
+                after = set(chains)
+            if before != after:
+                presence_changed.add(key)
+        for set_id in set_ids:
+            spec = state.ipsets.get(set_id)
+            if spec is None:
+                self._selector_sets.pop(set_id, None)
+            else:
+                members = state.ipset_members.get(set_id, set())
+                self._selector_sets[set_id] = r.selector_set(spec, members)
+        if presence_changed and delta is not None:
+            for iface, ep in state.endpoints.items():
+                if presence_changed.intersection(
+                    (*ep.ingress_policies, *ep.egress_policies, *ep.profiles)
+                ):
+                    interfaces.add(iface)
+        present = {c for chains in self._program_chains.values() for c in chains}
+        for iface in interfaces:
+            endpoint = state.endpoints.get(iface)
+            if endpoint is None:
+                self._endpoint_chains.pop(iface, None)
+                continue
+            self._endpoint_chains[iface] = {
+                endpoint_chain(iface, inbound): r.endpoint_rules(endpoint, inbound, state, present)
+                for inbound in (True, False)
+            }
+
+    def _intended(self) -> tuple[dict[str, list[str]], dict[str, r.SetContent]]:
+        chains = r.static_chains(self._endpoint_chains)
+        for program in self._program_chains.values():
+            chains.update(program)
+        for endpoint in self._endpoint_chains.values():
+            chains.update(endpoint)
+        sets = {ipset_name(k): v for k, v in self._selector_sets.items()}
+        for nets in self._program_nets.values():
+            sets.update(nets)
+        return chains, sets
+
+    # -- applying --------------------------------------------------------------------------
+
+    async def apply(self, state: DataplaneState, delta: StateDelta) -> None:
+        if self._chains is None:
+            await self.reconcile(state)
+            return
+        self._refresh_cache(state, delta)
+        chains, sets = self._intended()
+        try:
+            await self._write(chains, sets, self._chains, self._sets, hooks=[], kernel=False)
+        except CommandError as exc:
+            log.warning("iptables batch failed (%s); reconciling with the kernel", exc)
+            self._chains = None
+            await self.reconcile(state)
+
+    async def _write(
+        self,
+        chains: dict[str, list[str]],
+        sets: dict[str, r.SetContent],
+        have_chains: dict[str, list[str]],
+        have_sets: dict[str, r.SetContent],
+        hooks: list[str],
+        kernel: bool,
+    ) -> int:
+        """Write what differs. ``have_chains`` is our own last rendering (compared as text)
+        or, with ``kernel``, rules read back from iptables-save (compared by tag)."""
+        changes = 0
+        # 1. Sets that are new or changed (members added/removed; a type change: swap).
+        set_lines: list[str] = []
+        for name, (kind, members) in sets.items():
+            old = have_sets.get(name)
+            if old is None:
+                set_lines.append(f"create {name} {kind} family inet maxelem 1048576 -exist")
+                set_lines += [f"add {name} {m} -exist" for m in sorted(members)]
+            elif old == (kind, members):
+                continue
+            elif kernel or old[0] != kind:
+                # Repairing a set found different in the kernel: rebuild it in a temporary
+                # set and swap it in atomically, as Calico does.
+                tmp = name[:27] + "-tmp"
+                set_lines += [f"create {name} {kind} family inet maxelem 1048576 -exist"]
+                set_lines += [f"create {tmp} {kind} family inet maxelem 1048576 -exist"]
+                set_lines += [f"flush {tmp}", *(f"add {tmp} {m}" for m in sorted(members))]
+                set_lines += [f"swap {tmp} {name}", f"destroy {tmp}"]
+            else:
+                set_lines += [f"del {name} {m} -exist" for m in sorted(old[1] - members)]
+                set_lines += [f"add {name} {m} -exist" for m in sorted(members - old[1])]
+            changes += 1
+        if set_lines:
+            await self._exec(["ipset", "restore"], "\n".join(set_lines) + "\n")
+        # 2. Chains: changed ones rewritten, new ones created, gone ones flushed and deleted.
+        lines = ["*filter"]
+        if kernel:
+            changed = [
+                n
+                for n, rules in chains.items()
+                if n not in have_chains or _tags(have_chains[n]) != _tags(rules)
+            ]
+        else:
+            changed = [n for n, rules in chains.items() if have_chains.get(n) != rules]
+        gone = [n for n in have_chains if n not in chains and n.startswith("cali-")]
+        lines += [f":{n} - [0:0]" for n in changed]
+        for name in changed:
+            lines += [f"-A {name} {rule}" for rule in chains[name]]
+        lines += [f":{n} - [0:0]" for n in gone]
+        lines += [f"-X {n}" for n in gone]
+        lines += hooks
+        changes += len(changed) + len(gone) + len(hooks)
+        if len(lines) > 1:
+            await self._exec([self._restore, "--noflush"], "\n".join([*lines, "COMMIT", ""]))
+        # 3. Sets no rule uses any more.
+        stale = [n for n in have_sets if n not in sets]
+        if stale:
+            await self._exec(["ipset", "restore"], "".join(f"destroy {n}\n" for n in stale))
+            changes += len(stale)
+        self._chains = {n: chains[n] for n in chains}
+        self._sets = dict(sets)
+        return changes
+
+    async def _read_kernel(self) -> tuple[dict[str, list[str]], dict[str, r.SetContent]]:
+        chains: dict[str, list[str]] = {}
+        for line in (await self._exec([self._save, "-t", "filter"])).splitlines():
+            if line.startswith(":"):
+                chains.setdefault(line[1:].split()[0], [])
+            elif line.startswith("-A "):
+                chain, _, rest = line[3:].partition(" ")
+                chains.setdefault(chain, []).append(rest)
+        sets: dict[str, tuple[str, set[str]]] = {}
+        for line in (await self._exec(["ipset", "save"])).splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "create" and parts[1].startswith(_OWNED_SETS):
+                sets[parts[1]] = (parts[2], set())
+            elif len(parts) >= 3 and parts[0] == "add" and parts[1] in sets:
+                member = parts[2]
+                if sets[parts[1]][0] == "hash:net" and "/" not in member:
+                    member += "/32"
+                sets[parts[1]][1].add(member)
+        return chains, {k: (v[0], frozenset(v[1])) for k, v in sets.items()}
+
+    async def reconcile(self, state: DataplaneState) -> int:
+        self._refresh_cache(state, None)
+        chains, sets = self._intended()
+        have_chains, have_sets = await self._read_kernel()
+        hooks = self._hook_lines(have_chains)
+        owned = {n: rules for n, rules in have_chains.items() if n.startswith("cali-")}
+        return await self._write(chains, sets, owned, have_sets, hooks, kernel=True)
+
+
+__all__ = ["IptablesDataplane", "policy_chain"]
