@@ -14,11 +14,18 @@ from libcalico.config import DatastoreConfig
 from libcalico.datastore import connect
 from libcalico.runtime import ServiceRuntime
 from services.felix.endpoint_api import SERVICE_NAME, EndpointsServicer, add_to_server
-from services.felix.endpoint_dataplane import EndpointDataplane, KnownEndpointsDataplane
+from services.felix.endpoint_dataplane import (
+    EndpointDataplane,
+    KnownEndpointsDataplane,
+    PolicyEngineDataplane,
+)
 from services.felix.endpoint_manager import EndpointManager
 from services.felix.endpoints.reaper import LinkReaper
 from services.felix.endpoints.worker import PlumbingWorker
 from services.felix.pod_cache import PodCache
+from services.felix.policy.agent import start_policy_engine
+from services.felix.policy.engine import DEFAULT_REFRESH_INTERVAL_S
+from services.felix.status_api import serve_status
 from services.felix.workload_endpoints import WorkloadEndpointStore
 
 log = logging.getLogger(__name__)
@@ -33,10 +40,21 @@ async def build_felix(
     node: str,
     mtu: int,
     policy_timeout: float,
-    dataplane: EndpointDataplane | None = None,
+    policy_dataplane: str | None = "nftables",
+    refresh_interval: float = DEFAULT_REFRESH_INTERVAL_S,
 ) -> EndpointManager:
+    """`policy_dataplane` None runs without the policy engine (endpoint plumbing only)."""
     datastore = await connect(ds_config)
     runtime.on_shutdown(datastore.close)
+    dataplane: EndpointDataplane = KnownEndpointsDataplane()
+    if policy_dataplane is not None:
+        # Policy first: an ADD is answered only once its endpoint's rules are in the kernel.
+        engine = await start_policy_engine(
+            datastore, node, policy_dataplane, refresh_interval=refresh_interval
+        )
+        runtime.on_shutdown(engine.stop)
+        serve_status(runtime, engine)
+        dataplane = PolicyEngineDataplane(engine)
     worker = PlumbingWorker()
     await worker.start()
     runtime.on_shutdown(worker.close)
@@ -52,7 +70,7 @@ async def build_felix(
         reaper=reaper,
         store=WorkloadEndpointStore(datastore),
         pods=pods,
-        dataplane=dataplane or KnownEndpointsDataplane(),
+        dataplane=dataplane,
         default_mtu=mtu,
         policy_timeout=policy_timeout,
     )

@@ -1,6 +1,12 @@
-"""calico-felix: the per-node agent; today it serves the endpoint API on a Unix socket.
+"""calico-felix: the per-node agent: pod endpoint plumbing and the policy engine.
 
-    calico-felix [--socket PATH] [--nodename NAME] [--mtu N] [--datastore-type ...]
+    calico-felix [--socket PATH] [--nodename NAME] [--mtu N] [--dataplane KIND]
+                 [--refresh-interval S] [--datastore-type ...]
+
+It serves the endpoint API, its status and health on a Unix socket, and programs policy with
+the nftables (default), iptables or iptables-legacy dataplane (FELIX_DATAPLANE), repairing
+drift every --refresh-interval seconds (FELIX_REFRESHINTERVAL, default 30); `none` runs the
+endpoint plumbing alone. Updates come from Typha when TYPHA_ADDR is set, else the datastore.
 
 CALICO_FELIX_SOCKET (default /var/run/calico/felix.sock), NODENAME, FELIX_VETHMTU (0: detect
 from the node's default-route interface), FELIX_POLICYTIMEOUT (seconds, default 10) and the
@@ -17,6 +23,8 @@ from libcalico.config import ConfigError, DatastoreConfig, add_datastore_argumen
 
 DEFAULT_SOCKET = "/var/run/calico/felix.sock"
 DEFAULT_POLICY_TIMEOUT = 10.0
+DEFAULT_REFRESH_INTERVAL = 30.0
+DATAPLANES = ("nftables", "iptables", "iptables-legacy", "none")
 
 
 def _env_number(name: str, default: float) -> float:
@@ -45,6 +53,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="seconds an ADD waits for policy (FELIX_POLICYTIMEOUT; default 10)",
     )
+    parser.add_argument(
+        "--dataplane",
+        choices=DATAPLANES,
+        default=os.environ.get("FELIX_DATAPLANE", "nftables"),
+        help="policy dataplane (FELIX_DATAPLANE; default %(default)s)",
+    )
+    parser.add_argument(
+        "--refresh-interval",
+        type=float,
+        help="seconds between drift checks of the kernel (FELIX_REFRESHINTERVAL; default 30)",
+    )
     add_datastore_arguments(parser)
     return parser.parse_args(argv)
 
@@ -59,8 +78,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.policy_timeout is not None
             else _env_number("FELIX_POLICYTIMEOUT", DEFAULT_POLICY_TIMEOUT)
         )
-        if mtu < 0 or policy_timeout <= 0:
-            raise ConfigError("--mtu must be >= 0 and --policy-timeout > 0")
+        refresh_interval = (
+            args.refresh_interval
+            if args.refresh_interval is not None
+            else _env_number("FELIX_REFRESHINTERVAL", DEFAULT_REFRESH_INTERVAL)
+        )
+        if args.dataplane not in DATAPLANES:
+            raise ConfigError(f"FELIX_DATAPLANE: {args.dataplane!r} is not one of {DATAPLANES}")
+        if mtu < 0 or policy_timeout <= 0 or refresh_interval <= 0:
+            raise ConfigError("--mtu must be >= 0, --policy-timeout and --refresh-interval > 0")
     except ConfigError as exc:
         print(f"calico-felix: {exc}", file=sys.stderr)
         return 2
@@ -80,7 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def setup(rt: ServiceRuntime) -> None:
-        await build_felix(rt, ds_config, node=node, mtu=mtu, policy_timeout=policy_timeout)
+        await build_felix(
+            rt,
+            ds_config,
+            node=node,
+            mtu=mtu,
+            policy_timeout=policy_timeout,
+            policy_dataplane=None if args.dataplane == "none" else args.dataplane,
+            refresh_interval=refresh_interval,
+        )
 
     return run_service(runtime, setup)
 
