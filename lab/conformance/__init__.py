@@ -1,0 +1,1 @@
+"""The network-policy conformance runner (case format: shared/conformance/netpol/FORMAT.md)."""

@@ -1,0 +1,240 @@
+"""Executing cases on a running lab: fresh topology per case, steps in order, probes polled.
+
+Per case: Namespaces x, y, z with the case's labels and pods a, b, c in each (labels
+`pod=<name>`, serving 80 and 81 over TCP, UDP and SCTP); then per step: delete the referenced
+objects, apply the step's objects (placeholders substituted), change labels, and poll each
+probe until the observed table equals the expected one or POLL_DEADLINE passes. Afterwards
+every pod is removed through CNI DEL and every object the case made is deleted; the node and
+its daemons stay up for the next case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lab import objects
+from lab.conformance.cases import (
+    NAMESPACES,
+    PODS,
+    SERVED_PORTS,
+    SERVED_PROTOCOLS,
+    Case,
+    LabelChange,
+    Probe,
+    Step,
+    topology_pods,
+)
+from lab.conformance.placeholders import substitute
+from lab.conformance.report import FAILED, PASSED, SKIPPED, CaseResult, ProbeResult
+from lab.lab import Lab
+from lab.matrix import endpoint_of
+from lab.pods import PodSpec, create_pods, ensure_namespaces, remove_pods
+from lab.prober import ProbeUnsupportedError, probe_pairs
+from libcalico.resources import ResourceClient
+
+POLL_DEADLINE = 10.0
+PROBE_TIMEOUT = 1.0
+POLL_PAUSE = 0.2
+
+Progress = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _ref(raw: Any) -> dict[str, Any]:
+    """A step's delete entry: "ns/name" is a Kubernetes NetworkPolicy; objects are as given."""
+    if isinstance(raw, str):
+        namespace, _, name = raw.partition("/")
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+    return objects.ref(raw)
+
+
+def _ref_key(ref: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    meta = ref.get("metadata") or {}
+    return (
+        str(ref.get("apiVersion")),
+        str(ref.get("kind")),
+        str(meta.get("namespace") or ""),
+        str(meta.get("name")),
+    )
+
+
+class CaseSetupError(RuntimeError):
+    pass
+
+
+class CaseRun:
+    def __init__(self, lab: Lab, case: Case, deadline: float = POLL_DEADLINE) -> None:
+        self.lab = lab
+        self.deadline = deadline
+        self.case = case
+        self.result = CaseResult(case.id)
+        # Objects applied by the case, deleted at teardown unless a step deleted them first.
+        self.made: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+
+    async def run(self) -> CaseResult:
+        started = time.monotonic()
+        try:
+            try:
+                await self.setup()
+            except Exception as exc:
+                raise CaseSetupError(f"topology: {type(exc).__name__}: {exc}") from exc
+            for index, step in enumerate(self.case.steps):
+                try:
+                    await self.change(step)
+                except Exception as exc:
+                    self.fail_from(index, f"step {index}: {type(exc).__name__}: {exc}")
+                    break
+                for probe in step.probes:
+                    self.result.probes.append(await self.poll(index, probe))
+        except CaseSetupError as exc:
+            self.result.error = str(exc)
+            self.fail_from(0, self.result.error)
+        except Exception as exc:
+            self.result.error = f"{type(exc).__name__}: {exc}"
+            self.fail_from(0, self.result.error)
+        finally:
+            try:
+                await self.teardown()
+            except Exception as exc:
+                self.result.error = self.result.error or f"teardown: {exc}"
+            self.result.seconds = time.monotonic() - started
+        return self.result
+
+    def fail_from(self, first_step: int, reason: str) -> None:
+        """Every probe not yet run, from `first_step` on, fails with `reason`."""
+        for index, step in enumerate(self.case.steps[first_step:], start=first_step):
+            done = sum(1 for p in self.result.probes if p.step == index)
+            for probe in step.probes[done:]:
+                self.result.probes.append(
+                    ProbeResult(index, probe.port, probe.protocol, FAILED, [], reason)
+                )
+
+    # ---- topology ----
+
+    async def setup(self) -> None:
+        await ensure_namespaces(self.lab, self.case.namespaces)
+        serve = [(proto, port) for port in SERVED_PORTS for proto in SERVED_PROTOCOLS]
+        specs = [PodSpec(ns, pod, {"pod": pod}, serve) for ns in NAMESPACES for pod in PODS]
+        await create_pods(self.lab, specs)
+
+    async def teardown(self) -> None:
+        keys = [k for k in topology_pods() if k in self.lab.state.pods]
+        errors: list[str] = []
+        try:
+            await remove_pods(self.lab, keys, delete_objects=True)
+        except Exception as exc:
+            errors.append(str(exc))
+        async with objects.resource_client(self.lab.state.datastore) as client:
+            await objects.delete_if_present(client, list(self.made.values()))
+            await objects.delete_if_present(
+                client,
+                [
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+                    for ns in self.case.namespaces
+                ],
+            )
+        if errors:
+            raise RuntimeError("; ".join(errors))
+
+    # ---- a step's changes ----
+
+    async def change(self, step: Step) -> None:
+        pod_ips = {key: pod.ip for key, pod in self.lab.state.pods.items()}
+        async with objects.resource_client(self.lab.state.datastore) as client:
+            if step.delete:
+                refs = [_ref(r) for r in step.delete]
+                await client.delete_all(refs)
+                for ref in refs:
+                    self.made.pop(_ref_key(ref), None)
+            if step.apply:
+                objs = [substitute(o, pod_ips) for o in step.apply]
+                await client.apply_all(objs, "apply")
+                for obj in objs:
+                    ref = objects.ref(obj)
+                    self.made[_ref_key(ref)] = ref
+            for change in step.label_changes:
+                await self.relabel(client, change)
+
+    async def relabel(self, client: ResourceClient, change: LabelChange) -> None:
+        if change.kind == "namespace":
+            kind, name, namespace = "Namespace", change.target, None
+        else:
+            namespace, _, name = change.target.partition("/")
+            kind = "Pod"
+        current = await client.get(kind, name, namespace)
+        labels = dict(current["metadata"].get("labels") or {})
+        if change.labels_after is not None:
+            labels = dict(change.labels_after)
+        else:
+            for key, value in change.set.items():
+                if value is None:
+                    labels.pop(key, None)
+                else:
+                    labels[key] = value
+        await objects.set_labels(client, kind, name, namespace, labels)
+        if kind == "Pod" and change.target in self.lab.state.pods:
+            self.lab.state.pods[change.target].labels = labels
+
+    # ---- probes ----
+
+    async def poll(self, step: int, probe: Probe) -> ProbeResult:
+        keys = topology_pods()
+        expected = probe.expected(keys)
+        endpoints = [endpoint_of(self.lab.state.pods[k]) for k in keys]
+        pairs = [(a, b) for a in endpoints for b in endpoints if a.key != b.key]
+        started = time.monotonic()
+        deadline = started + self.deadline
+        rounds = 0
+        while True:
+            rounds += 1
+            try:
+                observed = await probe_pairs(pairs, probe.port, probe.protocol, PROBE_TIMEOUT)
+            except ProbeUnsupportedError as exc:
+                return ProbeResult(step, probe.port, probe.protocol, SKIPPED, [], str(exc))
+            wrong = [
+                [src, dst, want, observed[(src, dst)]]
+                for (src, dst), want in expected.items()
+                if observed[(src, dst)] != want
+            ]
+            elapsed = time.monotonic() - started
+            if not wrong:
+                return ProbeResult(step, probe.port, probe.protocol, PASSED, [], "", elapsed)
+            if time.monotonic() >= deadline:
+                reason = (
+                    f"{len(wrong)} of {len(expected)} pairs differ from the expected table "
+                    f"after {elapsed:.1f}s ({rounds} rounds)"
+                )
+                return ProbeResult(step, probe.port, probe.protocol, FAILED, wrong, reason, elapsed)
+            await asyncio.sleep(POLL_PAUSE)
+
+
+async def run_cases(
+    lab: Lab,
+    cases: Sequence[Case],
+    progress: Progress = _stderr,
+    deadline: float = POLL_DEADLINE,
+) -> list[CaseResult]:
+    results = []
+    for case in cases:
+        result = await CaseRun(lab, case, deadline).run()
+        counts = {s: 0 for s in (PASSED, FAILED, SKIPPED)}
+        for probe in result.probes:
+            counts[probe.status] += 1
+        progress(
+            f"{result.status.upper():7} {case.id}  "
+            f"({counts[PASSED]} passed, {counts[FAILED]} failed, {counts[SKIPPED]} skipped; "
+            f"{result.seconds:.1f}s){'  ' + result.error if result.error else ''}"
+        )
+        results.append(result)
+    return results

@@ -1,0 +1,81 @@
+"""Starting the node's Calico daemons (calico-ipamd, calico-felix) as detached processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lab.processes import ProcessRecord, is_alive, log_tail, start_detached, stop
+
+START_TIMEOUT = 30.0
+
+
+class DaemonError(RuntimeError):
+    pass
+
+
+PROGRAM_DIR_ENV = "CALICO_LAB_PROGRAM_DIR"
+
+
+def find_program(name: str) -> str:
+    """A console script: from $CALICO_LAB_PROGRAM_DIR when set (daemons of another build),
+    else beside the running interpreter (the venv's bin/), else on PATH."""
+    override = os.environ.get(PROGRAM_DIR_ENV)
+    if override and os.access(Path(override) / name, os.X_OK):
+        return str(Path(override) / name)
+    beside = Path(sys.executable).parent / name
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise DaemonError(f"{name} not found beside {sys.executable} or on PATH")
+    return found
+
+
+def socket_answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def start_daemon(
+    name: str,
+    args: Sequence[str],
+    sock: Path,
+    log: Path,
+    env: Mapping[str, str],
+    timeout: float = START_TIMEOUT,
+) -> ProcessRecord:
+    """Start `name ARGS...` and wait until it accepts connections on `sock`."""
+    argv = [find_program(name), *args]
+    with contextlib.suppress(FileNotFoundError):
+        sock.unlink()  # a stale socket from a crashed run would look like a ready daemon
+    record = start_detached(name, argv, log, env={**os.environ, **env})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sock.exists() and socket_answers(str(sock)):
+            return record
+        if not is_alive(record):
+            raise DaemonError(f"{name} exited during start-up:\n{log_tail(log)}")
+        time.sleep(0.05)
+    stop(record)
+    raise DaemonError(f"{name} did not listen on {sock} within {timeout:.0f}s:\n{log_tail(log)}")
+
+
+def supports_flag(name: str, flag: str) -> bool:
+    """Whether `name --help` mentions `flag` (daemons grow options while the lab runs them)."""
+    proc = subprocess.run(
+        [find_program(name), "--help"], capture_output=True, text=True, timeout=30
+    )
+    return flag in proc.stdout

@@ -1,0 +1,139 @@
+"""Helpers for calico-lab tests: the CLI as a subprocess, the host-namespace snapshot, and
+taking a lab down whatever state it is in."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CALICO_LAB = [sys.executable, "-m", "lab.main"]
+
+LabCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("calico-lab needs root for network namespaces")
+
+
+def missing_programs() -> list[str]:
+    """The services calico-lab runs that are not installed yet (console script or module)."""
+    from lab.daemons import PROGRAM_DIR_ENV, DaemonError, find_program
+
+    override = os.environ.get(PROGRAM_DIR_ENV)
+    missing = []
+    modules = {
+        "calico-ipamd": "services.ipam.main",
+        "calico-felix": "services.felix.main",
+        "calico": "cni_client.calico",
+        "calico-ipam": "cni_client.calico_ipam",
+    }
+    for name, module in modules.items():
+        try:
+            program = find_program(name)
+        except DaemonError:
+            missing.append(name)
+            continue
+        # A console script exists before its module does; a program from the override
+        # directory is taken as it is.
+        from_override = bool(override) and program.startswith(str(override))
+        if not from_override and importlib.util.find_spec(module) is None:
+            missing.append(module)
+    return missing
+
+
+def host_snapshot() -> dict[str, str]:
+    """What must not change in the host's namespace."""
+
+    def run(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    addrs = json.loads(run("ip", "-j", "addr"))
+    for link in addrs:  # counters and lifetimes tick on their own
+        for info in link.get("addr_info", []):
+            info.pop("valid_life_time", None)
+            info.pop("preferred_life_time", None)
+    return {
+        "addr": json.dumps(addrs, sort_keys=True),
+        "route4": run("ip", "-4", "route", "show", "table", "all"),
+        "route6": run("ip", "-6", "route", "show", "table", "all"),
+        "rules": run("ip", "rule"),
+        "nft": run("nft", "list", "ruleset"),
+        "iptables-legacy": _legacy_rules(),
+    }
+
+
+def _legacy_rules() -> str:
+    """Legacy x_tables rules (which `nft list ruleset` does not show), without the comment
+    lines and packet counters that change on their own."""
+    if shutil.which("iptables-legacy-save") is None:
+        return ""
+    out = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True).stdout
+    lines = [re.sub(r"\[\d+:\d+\]", "", ln) for ln in out.splitlines() if not ln.startswith("#")]
+    return "\n".join(lines)
+
+
+def lab_namespaces(state_dir: Path) -> list[str]:
+    """Network namespaces of the lab kept in `state_dir` (named after the directory)."""
+    prefix = f"clab-{state_dir.name}-"
+    names = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+@dataclass
+class LabHandle:
+    state_dir: Path
+    cli: LabCli
+    host_before: dict[str, str] | None = None  # host_snapshot() taken before `up`
+
+    def state(self) -> dict[str, object]:
+        data: dict[str, object] = json.loads((self.state_dir / "state.json").read_text())
+        return data
+
+
+def make_cli(state_dir: Path) -> LabCli:
+    def cli(
+        *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*CALICO_LAB, "--state-dir", str(state_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"calico-lab {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    return cli
+
+
+def force_down(state_dir: Path) -> None:
+    """Finalizer: take the lab down even if the test (or `down`) failed."""
+    from lab.lab import bring_down
+
+    if (state_dir / "state.json").exists():
+        subprocess.run(
+            [*CALICO_LAB, "--state-dir", str(state_dir), "down"],
+            capture_output=True,
+            timeout=120,
+            cwd=REPO,
+        )
+    if (state_dir / "state.json").exists():
+        problems = bring_down(state_dir, graceful=False)
+        assert not problems, f"lab cleanup left: {problems}"

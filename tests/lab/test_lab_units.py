@@ -1,0 +1,249 @@
+"""calico-lab pieces that need no daemons: parsing, placeholders, tables, the report, the
+pod server and the prober between two hand-made namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import netns
+from lab.conformance import report
+from lab.conformance.cases import Probe, load_cases, topology_pods
+from lab.conformance.placeholders import PlaceholderError, substitute
+from lab.matrix import render
+from lab.pods import merge_labels, parse_labels, parse_pod_key
+from lab.podserver import parse_serve
+from lab.prober import Endpoint, ProbeUnsupportedError, all_pairs, probe_pairs, sctp_supported
+from lab.processes import ProcessRecord, is_alive, start_detached, stop
+
+CASES = Path("/work/shared/conformance/netpol")
+
+
+def test_parse_serve_and_labels() -> None:
+    assert parse_serve("tcp:80, udp:80,SCTP:81,tcp:80") == [("tcp", 80), ("udp", 80), ("sctp", 81)]
+    for bad in ("tcp", "icmp:1", "tcp:0", "udp:x"):
+        with pytest.raises(ValueError):
+            parse_serve(bad)
+    assert parse_labels("a=1,b=,c-") == {"a": "1", "b": "", "c": None}
+    assert merge_labels({"a": "0", "c": "3"}, {"a": "1", "c": None}) == {"a": "1"}
+    assert parse_pod_key("x/a") == ("x", "a")
+
+
+def test_placeholders_substitute_whole_strings_only() -> None:
+    ips = {"x/b": "10.65.0.7", "x/a": "10.65.1.9"}
+    policy = {
+        "ipBlock": {
+            "cidr": "{{supernet:x/a:4}}",
+            "except": ["{{hostcidr:x/b}}", "{{ip:x/b}}", "keep {{ip:x/b}}"],
+        }
+    }
+    assert substitute(policy, ips) == {
+        "ipBlock": {"cidr": "0.0.0.0/4", "except": ["10.65.0.7/32", "10.65.0.7", "keep {{ip:x/b}}"]}
+    }
+    assert substitute("{{supernet:x/a:16}}", ips) == "10.65.0.0/16"
+    with pytest.raises(PlaceholderError):
+        substitute("{{ip:z/c}}", ips)
+
+
+def test_expected_table_flips_differ_pairs() -> None:
+    probe = Probe(80, "TCP", True, frozenset({("x/a", "x/b")}))
+    table = probe.expected(topology_pods())
+    assert len(table) == 72
+    assert table[("x/a", "x/b")] is False
+    assert table[("x/b", "x/a")] is True
+
+
+def test_public_case_files_load() -> None:
+    for name in ("cases-public.json", "calico-cases-public.json"):
+        cases = load_cases(CASES / name)
+        assert cases and all(c.steps for c in cases)
+        assert all(set(c.namespaces) >= {"x", "y", "z"} for c in cases)
+
+
+def test_report_counts_probes() -> None:
+    passed = report.CaseResult("a", [report.ProbeResult(0, 80, "TCP", report.PASSED)])
+    failed = report.CaseResult(
+        "b",
+        [
+            report.ProbeResult(0, 80, "TCP", report.PASSED),
+            report.ProbeResult(0, 81, "UDP", report.FAILED, [["x/a", "x/b", True, False]], "r"),
+        ],
+    )
+    skipped = report.CaseResult("c", [report.ProbeResult(0, 80, "SCTP", report.SKIPPED, [], "why")])
+    built = report.build([passed, failed, skipped])
+    assert built["summary"] == {"passed": 2, "failed": 1, "skipped": 1}
+    assert [c["status"] for c in built["cases"]] == ["passed", "failed", "skipped"]
+    assert built["cases"][1]["probes"][1]["wrong"] == [["x/a", "x/b", True, False]]
+
+
+def test_render_marks_differences() -> None:
+    keys = ["x/a", "x/b"]
+    text = render(
+        keys,
+        {("x/a", "x/b"): True, ("x/b", "x/a"): False},
+        "T",
+        expected={("x/a", "x/b"): True, ("x/b", "x/a"): True},
+    )
+    lines = text.splitlines()
+    assert lines[0] == "T"
+    assert lines[2].split() == ["x/a", "-", "."]
+    assert lines[3].split() == ["x/b", "X!", "-"]
+
+
+def test_process_records_stop_only_the_recorded_process(tmp_path: Path) -> None:
+    record = start_detached("sleeper", ["sleep", "30"], tmp_path / "log")
+    assert is_alive(record)
+    impostor = ProcessRecord("x", record.pid, record.start_time + 1, [], "")
+    assert not is_alive(impostor)  # same PID, other start time: never signalled
+    assert stop(impostor)
+    assert is_alive(record)
+    assert stop(record)
+    assert not is_alive(record)
+
+
+@pytest.fixture
+def two_namespaces(tmp_path: Path) -> Iterator[tuple[Endpoint, Endpoint, list[ProcessRecord]]]:
+    """Two namespaces joined by a veth, a pod server in each (no Calico involved)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    tag = f"clab-unit{os.getpid()}"
+    a, b = f"{tag}-a", f"{tag}-b"
+    servers: list[ProcessRecord] = []
+    try:
+        netns.create(a)
+        netns.create(b)
+        netns.run_ip(
+            ["link", "add", "va", "netns", a, "type", "veth", "peer", "name", "vb", "netns", b]
+        )
+        for ns, dev, ip in ((a, "va", "10.250.0.1/24"), (b, "vb", "10.250.0.2/24")):
+            netns.run_ip(["addr", "add", ip, "dev", dev], netns=ns)
+            netns.run_ip(["link", "set", dev, "up"], netns=ns)
+            ready = tmp_path / f"{ns}.ready"
+            servers.append(
+                start_detached(
+                    f"server {ns}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "lab.podserver",
+                        "--netns",
+                        str(netns.netns_path(ns)),
+                        "--serve",
+                        "tcp:80,udp:80,sctp:80",
+                        "--ready",
+                        str(ready),
+                    ],
+                    tmp_path / f"{ns}.log",
+                    cwd=Path(__file__).resolve().parents[2],
+                )
+            )
+            deadline = time.monotonic() + 10
+            while not ready.exists():
+                assert time.monotonic() < deadline, (tmp_path / f"{ns}.log").read_text()
+                time.sleep(0.02)
+        yield (
+            Endpoint("x/a", str(netns.netns_path(a)), "10.250.0.1"),
+            Endpoint("x/b", str(netns.netns_path(b)), "10.250.0.2"),
+            servers,
+        )
+    finally:
+        for server in servers:
+            stop(server)
+        netns.delete(a)
+        netns.delete(b)
+
+
+def test_pod_server_and_prober(
+    two_namespaces: tuple[Endpoint, Endpoint, list[ProcessRecord]], tmp_path: Path
+) -> None:
+    a, b, _servers = two_namespaces
+    ready = json.loads((tmp_path / f"{Path(b.netns_path).name}.ready").read_text())
+    assert {"tcp:80", "udp:80"} <= set(ready["served"])
+    pairs = all_pairs([a, b])
+    for proto in ("tcp", "udp"):
+        assert asyncio.run(probe_pairs(pairs, 80, proto)) == {
+            ("x/a", "x/b"): True,
+            ("x/b", "x/a"): True,
+        }
+        # Nothing listens on 81: refused at once, not a timeout.
+        started = time.monotonic()
+        assert not any(asyncio.run(probe_pairs(pairs, 81, proto)).values())
+        assert time.monotonic() - started < 0.9
+    # A drop rule inside b (b's own namespace, made by this test) turns both into timeouts.
+    subprocess.run(
+        [
+            "nsenter",
+            f"--net={b.netns_path}",
+            "nft",
+            "add table inet t; "
+            "add chain inet t in { type filter hook input priority 0; policy drop; }",
+        ],
+        check=True,
+    )
+    for proto in ("tcp", "udp"):
+        result = asyncio.run(probe_pairs(pairs, 80, proto, wait=0.5))
+        assert result == {("x/a", "x/b"): False, ("x/b", "x/a"): False}
+    if not sctp_supported():
+        print("SCTP unsupported by this kernel: probe must say so")
+        with pytest.raises(ProbeUnsupportedError):
+            asyncio.run(probe_pairs(pairs, 80, "sctp"))
+
+
+def test_state_round_trip_and_lock(tmp_path: Path) -> None:
+    from lab.state import LabState, LabStateError, NodeState, PodState, locked
+
+    state_dir = tmp_path / "lab"
+    with pytest.raises(LabStateError), locked(state_dir):
+        pass  # without create, a missing lab is an error
+    assert not state_dir.exists()
+    with locked(state_dir, create=True):
+        record = ProcessRecord("calico-felix", 42, 7, ["calico-felix"], "/x.log")
+        node = NodeState(
+            "node-1",
+            "clab-t-node-1",
+            "10.66.0.11",
+            ["10.65.0.0/16"],
+            {"calico-felix": record},
+            {"calico-felix": "/s.sock"},
+            "/bin",
+        )
+        pod = PodState(
+            "x",
+            "a",
+            "node-1",
+            "clab-t-x.a",
+            "c" * 64,
+            {"pod": "a"},
+            ["tcp:80"],
+            ["10.65.0.1"],
+            "cali0123456789a",
+            record,
+        )
+        state = LabState(
+            "t",
+            state_dir,
+            {"type": "embedded", "path": "/db"},
+            "nftables",
+            {},
+            "clab-t-net",
+            [node],
+            {pod.key: pod},
+        )
+        state.save()
+    loaded = LabState.load(state_dir)
+    assert loaded.to_json() == state.to_json()
+    assert loaded.node().processes["calico-felix"] == record
+    assert loaded.pods["x/a"].ip == "10.65.0.1"
+    # A failed `up` leaves no directory behind.
+    other = tmp_path / "other"
+    with pytest.raises(RuntimeError), locked(other, create=True):
+        raise RuntimeError("up failed")
+    assert not other.exists()
