@@ -95,12 +95,15 @@ async def _run(lab: Lab) -> bool:
     return ok
 
 
-def run_demo(state_dir: Path, name: str, datastore: str, dataplane: str | None) -> int:
+def run_demo(
+    state_dir: Path, name: str, datastore: str, dataplane: str | None, typha: bool = False
+) -> int:
     _say(
         f"$ calico-lab up --datastore {datastore}"
         + (f" --dataplane {dataplane}" if dataplane else "")
+        + (" --typha" if typha else "")
     )
-    lab = bring_up(state_dir, name, datastore=datastore, dataplane=dataplane)
+    lab = bring_up(state_dir, name, datastore=datastore, dataplane=dataplane, typha=typha)
     node = lab.node()
     _say(f"  node {node.name} in network namespace {node.netns}")
     for daemon, record in node.state.processes.items():

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from lab import etcd, netns, network, objects
+from lab import typha as lab_typha
 from lab.node import LabNode
 from lab.processes import stop
 from lab.state import DEFAULT_ROOT, LabState, LabStateError, NodeState, PodState
@@ -37,6 +38,8 @@ STATE_ENTRIES = (
     "calico.db-shm",
     "etcd-data",
     "etcd.log",
+    "typha.log",
+    "typha.ready",
     "nodes",
     "pods",
 )
@@ -99,6 +102,7 @@ def bring_up(
     dataplane: str | None = None,
     pool_cidr: str = DEFAULT_POOL,
     node_name: str = "node-1",
+    typha: bool = False,
 ) -> Lab:
     """Create the node namespace, the datastore and the daemons; on failure undo it all."""
     if datastore not in DATASTORES:
@@ -142,10 +146,17 @@ def bring_up(
             lab.enter(state.network_netns)
             state.infra["etcd"] = etcd.start(state_dir, str(network.GATEWAY))
             lab.save()
+        if typha:
+            lab.enter(state.network_netns)
+            state.infra["typha"] = lab_typha.start(
+                state_dir, str(network.GATEWAY), lab.datastore_env()
+            )
+            state.typha = lab_typha.address(str(network.GATEWAY))
+            lab.save()
         lab.enter()
         asyncio.run(_seed_datastore(lab, pool_cidr))
         try:
-            node.start_daemons(lab.datastore_env(), dataplane)
+            node.start_daemons(lab.datastore_env(), dataplane, typha=state.typha)
         finally:
             lab.save()
         node.install_cni()
@@ -199,7 +210,8 @@ def bring_down(state_dir: Path, graceful: bool = True) -> list[str]:
             del lab.state.pods[pod.key]
     for node in lab.nodes:
         problems += [f"{s} survived" for s in node.stop_daemons()]
-    for name, record in list(lab.state.infra.items()):
+    # Typha after the Felixes reading from it, etcd after Typha: reverse start order.
+    for name, record in reversed(list(lab.state.infra.items())):
         if stop(record):
             del lab.state.infra[name]
         else:

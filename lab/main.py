@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import netns
+from lab import typha as lab_typha
 from lab.daemons import find_program
 from lab.lab import DATAPLANES, DATASTORES, DEFAULT_POOL, Lab, LabError, bring_down, bring_up
 from lab.processes import is_alive
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--datastore", choices=DATASTORES, default="embedded")
     up.add_argument("--dataplane", choices=DATAPLANES, default=None)
     up.add_argument("--pool", default=DEFAULT_POOL, help=f"IP pool CIDR (default {DEFAULT_POOL})")
+    up.add_argument(
+        "--typha", action="store_true", help="put a calico-typha between the datastore and Felix"
+    )
 
     sub.add_parser("down", help="remove everything the lab made")
     status = sub.add_parser("status", help="show services and pods")
@@ -96,12 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--dataplane", choices=DATAPLANES, default=None)
     conf.add_argument("--case", action="append", default=[], help="run only this case id")
     conf.add_argument(
+        "--typha", action="store_true", help="put a calico-typha between the datastore and Felix"
+    )
+    conf.add_argument(
         "--deadline", type=float, default=10.0, help="seconds to poll each probe (default 10)"
     )
 
     demo = sub.add_parser("demo", help="up, pods, matrix, policy, matrix, down")
     demo.add_argument("--datastore", choices=DATASTORES, default="embedded")
     demo.add_argument("--dataplane", choices=DATAPLANES, default=None)
+    demo.add_argument(
+        "--typha", action="store_true", help="put a calico-typha between the datastore and Felix"
+    )
     return parser
 
 
@@ -126,12 +136,14 @@ def _loaded(state_dir: Path) -> Lab:
 def cmd_up(args: argparse.Namespace) -> int:
     state_dir, name = _state_dir(args)
     with locked(state_dir, create=True):
-        lab = bring_up(state_dir, name, args.datastore, args.dataplane, args.pool)
+        lab = bring_up(state_dir, name, args.datastore, args.dataplane, args.pool, typha=args.typha)
     node = lab.node()
     print(f"lab {name} up: node {node.name} in network namespace {node.netns}")
     for daemon, record in node.state.processes.items():
         print(f"  {daemon:14} pid {record.pid:<7} {node.state.sockets.get(daemon, '')}")
     print(f"  datastore {lab.state.datastore.get('type')}; state in {state_dir}")
+    if lab.state.typha:
+        print(f"  felix reads through calico-typha at {lab.state.typha}")
     return EXIT_OK
 
 
@@ -171,6 +183,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "log": record.log,
             }
         )
+    typha_status: dict[str, object] | None = None
+    if lab.state.typha:
+        try:
+            lab.enter()  # Typha listens on the lab network, which the node reaches
+            typha_status = lab_typha.status(lab.state.typha)
+        except Exception as exc:  # status reports a broken Typha, it does not fail on it
+            typha_status = {"address": lab.state.typha, "error": str(exc)}
     pods: list[dict[str, Any]] = [
         {
             "pod": p.key,
@@ -191,6 +210,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "lab": lab.state.name,
                     "datastore": lab.state.datastore,
                     "dataplane": lab.state.dataplane,
+                    "typha": typha_status,
                     "nodes": [
                         {"name": n.name, "netns": n.netns, "netns_exists": netns.exists(n.netns)}
                         for n in lab.nodes
@@ -205,6 +225,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         f"lab {lab.state.name}: datastore {lab.state.datastore.get('type')}, "
         f"dataplane {lab.state.dataplane or '(felix default)'}"
+        + (f", typha {lab.state.typha}" if lab.state.typha else "")
     )
     for node in lab.nodes:
         present = "present" if netns.exists(node.netns) else "MISSING"
@@ -312,7 +333,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         cases = [c for c in cases if c.id in wanted]
     state_dir, name = _state_dir(args, "conformance")
     with locked(state_dir, create=True):
-        lab = bring_up(state_dir, name, args.datastore, args.dataplane)
+        lab = bring_up(state_dir, name, args.datastore, args.dataplane, typha=args.typha)
         try:
             results = asyncio.run(run_cases(lab, cases, deadline=args.deadline))
         finally:
@@ -333,7 +354,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     state_dir, name = _state_dir(args, "demo")
     with locked(state_dir, create=True):
-        return run_demo(state_dir, name, args.datastore, args.dataplane)
+        return run_demo(state_dir, name, args.datastore, args.dataplane, typha=args.typha)
 
 
 COMMANDS = {

@@ -67,9 +67,10 @@ class LabNode:
     # ---- daemons (the caller is inside the node's namespace: children inherit it) ----
 
     def start_daemons(
-        self, datastore_env: Mapping[str, str], dataplane: str | None
+        self, datastore_env: Mapping[str, str], dataplane: str | None, typha: str = ""
     ) -> dict[str, ProcessRecord]:
-        """Start calico-ipamd, then calico-felix; each is recorded as soon as it runs."""
+        """Start calico-ipamd, then calico-felix (through Typha at `typha` host:port when
+        given); each is recorded as soon as it runs."""
         self.dir.mkdir(parents=True, exist_ok=True)
         common = {**datastore_env, "NODENAME": self.name}
         started: dict[str, ProcessRecord] = {}
@@ -97,7 +98,11 @@ class LabNode:
             felix_args,
             felix_sock,
             self.dir / "felix.log",
-            {**common, "CALICO_FELIX_SOCKET": str(felix_sock)},
+            {
+                **common,
+                "CALICO_FELIX_SOCKET": str(felix_sock),
+                **({"TYPHA_ADDR": typha} if typha else {}),
+            },
         )
         self.state.processes[FELIX] = started[FELIX]
         return started

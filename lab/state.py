@@ -141,6 +141,8 @@ class LabState:
     network_netns: str = ""
     nodes: list[NodeState] = field(default_factory=list)
     pods: dict[str, PodState] = field(default_factory=dict)
+    # host:port of the lab's Typha ("" when Felix reads the datastore directly).
+    typha: str = ""
 
     @property
     def path(self) -> Path:
@@ -163,6 +165,7 @@ class LabState:
             "dataplane": self.dataplane,
             "infra": {k: v.to_json() for k, v in self.infra.items()},
             "network_netns": self.network_netns,
+            "typha": self.typha,
             "nodes": [n.to_json() for n in self.nodes],
             "pods": {k: p.to_json() for k, p in self.pods.items()},
         }
@@ -187,6 +190,7 @@ class LabState:
             dataplane=data.get("dataplane"),
             infra={k: ProcessRecord.from_json(v) for k, v in (data.get("infra") or {}).items()},
             network_netns=str(data.get("network_netns") or ""),
+            typha=str(data.get("typha") or ""),
             nodes=[NodeState.from_json(n) for n in data.get("nodes") or []],
             pods={k: PodState.from_json(v) for k, v in (data.get("pods") or {}).items()},
         )
