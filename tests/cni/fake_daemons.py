@@ -106,6 +106,19 @@ class FakeIpam(ipam_pb2_grpc.IpamServicer):
         held = self.state.allocations.get(request.handle_id, [])
         return ipam_pb2.GetAllocationsResponse(ips=[a.split("/")[0] for a in held])
 
+    async def ListHandles(
+        self, request: ipam_pb2.ListHandlesRequest, context: Ctx
+    ) -> ipam_pb2.ListHandlesResponse:
+        await _record(self.state, "ListHandles", request, context)
+        Handle = ipam_pb2.ListHandlesResponse.Handle
+        return ipam_pb2.ListHandlesResponse(
+            handles=[
+                Handle(handle_id=handle, ips=ips)
+                for handle, ips in sorted(self.state.allocations.items())
+                if handle.startswith(request.handle_prefix)
+            ]
+        )
+
 
 class FakeFelix(endpoints_pb2_grpc.EndpointsServicer):
     def __init__(self, state: FakeState) -> None:

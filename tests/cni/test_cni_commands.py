@@ -296,10 +296,10 @@ def test_gc_releases_attachments_not_listed(
         "k8s-pod-network.keep2",
     ]
     assert sorted(cid for cid, _ in daemons.state.endpoints) == ["keep1", "keep2"]
-    # GC again: nothing left to collect.
+    # GC again: nothing left to collect, so it only lists (endpoints, then IPAM handles).
     before = len(daemons.state.calls)
     assert run_plugin(cni_bin, base_env("GC", cni_bin), conf).rc == 0
-    assert daemons.state.methods()[before:] == ["ListEndpoints"]
+    assert daemons.state.methods()[before:] == ["ListEndpoints", "ListHandles"]
 
 
 def test_gc_keeps_address_of_container_with_other_valid_attachment(
