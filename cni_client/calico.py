@@ -15,12 +15,35 @@ from cni_client.cni import env, errors, jsonio, netconf, versions
 from cni_client.cni.entry import plugin_main
 from cni_client.cni.errors import CniError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cni_client.cni.span import PluginSpan
+
+
+_OTLP_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
 
 def run(environ: dict[str, str], stdin: bytes) -> tuple[int, str]:
     """One invocation: (exit status, stdout text). Separate from main() for tests."""
+    if not any(environ.get(name) for name in _OTLP_ENVS):
+        return _run(environ, stdin, None)  # no tracing: nothing more is imported
+    from cni_client.cni import span
+
+    target = span.endpoint(environ)
+    if not target:
+        return _run(environ, stdin, None)
+    recorder = span.PluginSpan()
+    status, out = _run(environ, stdin, recorder)
+    recorder.export(target, environ)
+    return status, out
+
+
+def _run(environ: dict[str, str], stdin: bytes, recorder: PluginSpan | None) -> tuple[int, str]:
     version = versions.LATEST
     try:
         inv = env.read_invocation(environ)
+        if recorder is not None:
+            recorder.inv = inv
         if inv.command == "VERSION":
             return 0, jsonio.dumps(versions.version_info())
         raw = netconf.decode_object(stdin)
@@ -28,20 +51,28 @@ def run(environ: dict[str, str], stdin: bytes) -> tuple[int, str]:
         if requested in versions.SUPPORTED:
             version = requested
         conf = netconf.parse(stdin, inv.command)
-        return 0, _dispatch(inv, conf, environ)
+        return 0, _dispatch(inv, conf, environ, recorder)
     except CniError as exc:
+        if recorder is not None:
+            recorder.error = (exc.code, exc.msg)
         return 1, jsonio.dumps(exc.to_dict(version))
     except Exception as exc:  # a bug: still answer in the spec's format
         err = CniError(errors.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        if recorder is not None:
+            recorder.error = (err.code, err.msg)
         return 1, jsonio.dumps(err.to_dict(version))
 
 
-def _dispatch(inv: env.Invocation, conf: netconf.NetConf, environ: dict[str, str]) -> str:
+def _dispatch(
+    inv: env.Invocation, conf: netconf.NetConf, environ: dict[str, str], recorder: PluginSpan | None
+) -> str:
     # Imported here so VERSION and input errors never load the gRPC side.
     from cni_client.cni import commands
     from cni_client.cni.trace import new_traceparent
 
     traceparent = new_traceparent(environ)
+    if recorder is not None:
+        recorder.traceparent = traceparent  # the daemons' spans become children of ours
     if inv.command == "ADD":
         return jsonio.dumps(commands.cmd_add(inv, conf, traceparent))
     if inv.command == "DEL":

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cni_client import install
 from cni_client.cni import jsonio
 
@@ -23,8 +25,10 @@ def test_install_writes_executable_launchers(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "bin").iterdir() if p.name.startswith(".")]
 
 
-def test_launcher_runs_without_site_and_imports_only_builtins(tmp_path: Path) -> None:
-    # An ADD against no daemons still walks the whole import graph of the plugin.
+@pytest.mark.parametrize("otlp", [False, True], ids=["plain", "otlp-export"])
+def test_launcher_runs_without_site_and_imports_only_builtins(tmp_path: Path, otlp: bool) -> None:
+    # An ADD against no daemons still walks the whole import graph of the plugin; with an OTLP
+    # endpoint (nothing listening) also the span export's.
     (path,) = install.install(tmp_path, ("calico",))
     probe = tmp_path / "probe"
     probe.write_text(
@@ -42,6 +46,8 @@ def test_launcher_runs_without_site_and_imports_only_builtins(tmp_path: Path) ->
         "CNI_PATH": str(tmp_path),
         "PYTHONPATH": "/nonexistent",
     }
+    if otlp:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:9"
     conf = {
         "cniVersion": "1.0.0",
         "name": "n",
@@ -53,8 +59,11 @@ def test_launcher_runs_without_site_and_imports_only_builtins(tmp_path: Path) ->
         [str(probe)], input=jsonio.dumps(conf).encode(), env=env, capture_output=True, timeout=30
     )
     assert proc.returncode == 1 and b'"code":11' in proc.stdout
-    modules = eval(proc.stderr.decode())  # our own repr of a list of names
+    modules = eval(proc.stderr.decode().splitlines()[-1])  # our repr of a list of names
     assert "site" not in modules
     heavy = {"json", "re", "typing", "socket", "grpc", "google", "dataclasses", "enum", "asyncio"}
     assert heavy.isdisjoint(modules), heavy & set(modules)
     assert {"cni_client.grpc_lite", "cni_client.wire", "_json", "_socket"} <= set(modules)
+    exporting = {"cni_client.otlp", "cni_client.cni.span"}
+    # Zero cost without an endpoint: not even the span module is loaded.
+    assert exporting <= set(modules) if otlp else exporting.isdisjoint(modules)

@@ -151,3 +151,30 @@ def test_cleanup_leaves_nothing_behind() -> None:
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
         )
+
+
+def test_check_fails_after_the_pod_route_is_deleted_by_hand(node: CalicoNode) -> None:
+    """Issue 4: CHECK passes on a healthy pod and fails, naming the route, once the pod's
+    default route is gone; DEL still cleans up."""
+    pod = node.add_pod_netns("pod")
+    added = cnitool(node, "add", pod)
+    assert added.returncode == 0, added.stdout + added.stderr + node.logs()
+    checked = cnitool(node, "check", pod)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    routes = run(*in_netns(pod, "ip", "-4", "route", "show", "default")).stdout
+    assert "default via 169.254.1.1 dev eth0" in routes, routes
+    run(*in_netns(pod, "ip", "-4", "route", "del", "default"))
+
+    broken = cnitool(node, "check", pod)
+    assert broken.returncode != 0, broken.stdout
+    # cnitool prints the plugin's error message (code 102 with Felix's problem line).
+    text = broken.stdout + broken.stderr
+    assert "endpoint differs from prevResult" in text, text
+    assert "pod route 0.0.0.0/0 via 169.254.1.1 dev eth0 missing" in text, text
+
+    deleted = cnitool(node, "del", pod)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert node.host_veths() == []
+    assert handles(node) == {}
+    assert "eth0" not in run(*in_netns(pod, "ip", "-o", "link", "show")).stdout

@@ -44,6 +44,7 @@ def run_conformance(lab_dir: Path, tmp_path: Path, cases: Path, *options: str) -
         timeout=900,
         cwd=REPO,
     )
+    assert report_path.exists(), f"no report (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     report: dict[str, Any] = json.loads(report_path.read_text())
     failed = [
         (case["id"], probe)
