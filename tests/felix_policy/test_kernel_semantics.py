@@ -214,3 +214,58 @@ async def test_icmp_type_and_not_icmp(any_driver: Driver, netlab: NetLab) -> Non
     assert not ping(netlab, "z/a", "y/c")
     assert ping(netlab, "z/a", "z/c")
     assert not netlab.probe("z/a", "x/c", "TCP", 80)
+
+
+def gns(name: str, role: str, nets: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "GlobalNetworkSet",
+        "metadata": {"name": name, "labels": {"role": role}},
+        "spec": {"nets": nets},
+    }
+
+
+async def test_merged_rules_keep_first_match(any_driver: Driver, netlab: NetLab) -> None:
+    """Allows differing only in their selector set become one union-set rule (nftables);
+    a Deny between them stays a barrier, a duplicated UDP Deny is dropped, and the union
+    follows its constituents' members (also a hash -> interval change) and regrouping."""
+    udp_deny = {"action": "Deny", "protocol": "UDP", "source": {"nets": ["10.99.0.0/16"]}}
+
+    def allow_from(role: str) -> dict[str, Any]:
+        return {"action": "Allow", "protocol": "TCP", "source": {"selector": f"role == '{role}'"}}
+
+    def on_b(order: int, rules: list[dict[str, Any]]) -> dict[str, Any]:
+        spec = {"order": order, "selector": "pod == 'b'", "types": ["Ingress"], "ingress": rules}
+        return gnp(f"merge-{order}", spec)
+
+    sets = [
+        gns("g1", "g1", [pod_ip("x", "a") + "/32"]),
+        gns("g2", "g2", [pod_ip("y", "a") + "/32", pod_ip("x", "c") + "/32"]),
+        gns("g3", "g3", [pod_ip("z", "a") + "/32"]),
+    ]
+    deny_c = on_b(2, [{"action": "Deny", "protocol": "TCP", "source": {"selector": "pod == 'c'"}}])
+    await apply(
+        any_driver,
+        *sets,
+        on_b(1, [allow_from("g1"), udp_deny]),
+        deny_c,
+        on_b(3, [allow_from("g2"), udp_deny]),
+        on_b(4, [allow_from("g3"), udp_deny]),
+    )
+    allowed = {"x/a", "y/a", "z/a"}
+    check(netlab, "TCP", 80, lambda s, d: pod(d) != "b" or s in allowed)
+    # g3 gains a prefix (its set becomes an interval set): z/* except pod c (denied first).
+    sets[2]["spec"]["nets"] = [pod_ip("z", "a") + "/32", "10.65.2.0/24"]
+    await apply(any_driver, sets[2])
+    check(netlab, "TCP", 80, lambda s, d: pod(d) != "b" or s in allowed or s in ("z/b", "z/a"))
+    # Without the Deny the three Allows form one union: x/c and z/c get in too.
+    await any_driver.send([Delete(object_key(deny_c))])
+    check(
+        netlab,
+        "TCP",
+        80,
+        lambda s, d: pod(d) != "b" or s in allowed or ns(s) == "z" or s == "x/c",
+    )
+    sets[1]["spec"]["nets"] = [pod_ip("y", "a") + "/32"]
+    await apply(any_driver, sets[1])
+    check(netlab, "TCP", 80, lambda s, d: pod(d) != "b" or s in allowed or ns(s) == "z")

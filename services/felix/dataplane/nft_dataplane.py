@@ -38,6 +38,27 @@ class Rendering:
     fw: dict[str, str] = field(default_factory=dict)  # interface -> chain
     tw: dict[str, str] = field(default_factory=dict)
     ifaces: set[str] = field(default_factory=set)  # known workload interfaces
+    # Union sets each endpoint chain uses (see rule_opt): chain -> {union id: constituents}.
+    unions: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    def union_sets(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for used in self.unions.values():
+            out.update(used)
+        return out
+
+
+def _union_set(
+    state: DataplaneState, uid: str, constituents: tuple[str, ...]
+) -> tuple[str, str, set[str]]:
+    """(kernel name, declaration, elements) of a union set."""
+    spec = r.union_spec(uid)
+    members = r.union_members(state, constituents)
+    return (
+        r.kernel_set_name(spec, members),
+        r.set_declaration(spec, members),
+        r.set_elements(spec, members),
+    )
 
 
 def _program_chains(state: DataplaneState, key: str, profile: bool) -> dict[str, list[str]]:
@@ -71,12 +92,17 @@ def render_full(state: DataplaneState) -> Rendering:
     names = r.state_set_names(state)
     for iface, ep in state.endpoints.items():
         for inbound in (True, False):
-            out.chains[endpoint_chain(iface, inbound)] = r.endpoint_rules(
-                ep, inbound, state, present, names
-            )
+            chain = endpoint_chain(iface, inbound)
+            used: dict[str, tuple[str, ...]] = {}
+            out.chains[chain] = r.endpoint_rules(ep, inbound, state, present, names, used)
+            if used:
+                out.unions[chain] = used
         out.fw[iface] = endpoint_chain(iface, False)
         out.tw[iface] = endpoint_chain(iface, True)
     out.ifaces = set(state.endpoints)
+    for uid, constituents in out.union_sets().items():
+        name, decl, elements = _union_set(state, uid, constituents)
+        out.sets[name] = (decl, elements)
     return out
 
 
@@ -161,6 +187,7 @@ class NftablesDataplane:
             fw=dict(applied.fw),
             tw=dict(applied.tw),
             ifaces=set(applied.ifaces),
+            unions=dict(applied.unions),
         )
         head: list[str] = []  # set/chain creation and contents, in dependency order
         tail: list[str] = []  # deletions, after nothing references them any more
@@ -195,6 +222,7 @@ class NftablesDataplane:
                 if added:
                     head.append(f"add element {T} {name} {{ {_elements(added)} }}")
             new.sets[name] = (r.set_declaration(spec, members), elements)
+        sets_end = len(head)  # union sets go here: after their constituents, before rules
         if renamed:
             delta = StateDelta(
                 ipsets=delta.ipsets,
@@ -247,9 +275,14 @@ class NftablesDataplane:
                 continue
             for inbound in (True, False):
                 name = endpoint_chain(iface, inbound)
-                rules = r.endpoint_rules(endpoint, inbound, state, present, names)
+                used: dict[str, tuple[str, ...]] = {}
+                rules = r.endpoint_rules(endpoint, inbound, state, present, names, used)
                 head += self._chain_update(name, rules, new.chains.get(name))
                 new.chains[name] = rules
+                if used:
+                    new.unions[name] = used
+                else:
+                    new.unions.pop(name, None)
             if iface not in new.fw:
                 fw_add[iface] = new.fw[iface] = endpoint_chain(iface, False)
                 tw_add[iface] = new.tw[iface] = endpoint_chain(iface, True)
@@ -269,8 +302,10 @@ class NftablesDataplane:
                 new.ifaces.discard(iface)
                 for inbound in (True, False):
                     name = endpoint_chain(iface, inbound)
+                    new.unions.pop(name, None)
                     if new.chains.pop(name, None) is not None:
                         gone.append(name)
+        head[sets_end:sets_end] = self._union_updates(state, delta, applied, new, tail)
         # Flush every chain that goes before deleting any (one may jump to another).
         tail_chains = [f"flush chain {T} {n}" for n in gone]
         tail_chains += [f"delete chain {T} {n}" for n in gone]
@@ -278,6 +313,42 @@ class NftablesDataplane:
             new.chains.pop(name, None)
         lines = head + tail_chains + tail
         return ("\n".join(lines) + "\n" if lines else ""), new
+
+    @staticmethod
+    def _union_updates(
+        state: DataplaneState,
+        delta: StateDelta,
+        applied: Rendering,
+        new: Rendering,
+        tail: list[str],
+    ) -> list[str]:
+        """Union sets: create the new ones, follow their constituents' member changes, and
+        (in ``tail``, after the rules stopped using them) delete the ones no chain uses."""
+        lines: list[str] = []
+        before = applied.union_sets()
+        wanted: set[str] = set()
+        for uid, constituents in new.union_sets().items():
+            if uid in before and not delta.ipsets.intersection(constituents):
+                wanted.add(_applied_union_name(applied, uid))
+                continue
+            name, decl, elements = _union_set(state, uid, constituents)
+            wanted.add(name)
+            old = new.sets.get(name)
+            if old is None:
+                lines.append(f"add {decl.replace('set ', f'set {T} ', 1)}")
+                if elements:
+                    lines.append(f"add element {T} {name} {{ {_elements(elements)} }}")
+            else:
+                removed, added = old[1] - elements, elements - old[1]
+                if removed:
+                    lines.append(f"delete element {T} {name} {{ {_elements(removed)} }}")
+                if added:
+                    lines.append(f"add element {T} {name} {{ {_elements(added)} }}")
+            new.sets[name] = (decl, elements)
+        for name in [n for n in new.sets if _is_union_name(n) and n not in wanted]:
+            del new.sets[name]
+            tail.append(f"delete set {T} {name}")
+        return lines
 
     @staticmethod
     def _chain_update(name: str, rules: list[str], old: list[str] | None) -> list[str]:
@@ -358,6 +429,15 @@ class NftablesDataplane:
         lines += [f"delete set {T} {n}" for n in have.sets if n not in want.sets]
         repairs += len(extra_chains)
         return ("\n".join(lines) + "\n" if repairs else ""), repairs
+
+
+def _is_union_name(name: str) -> bool:
+    return name.startswith(("u-", "ui-"))
+
+
+def _applied_union_name(applied: Rendering, uid: str) -> str:
+    name = nft_set_name(uid)
+    return name if name in applied.sets else name.replace("-", "i-", 1)
 
 
 def _ifnames(entries: dict[str, str]) -> str:

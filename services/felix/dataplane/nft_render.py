@@ -20,6 +20,9 @@ Layout of ``table inet calico``:
 
 Policy rules sit inline in the endpoint chains: measured here, a jump per policy costs more
 per new connection than the policy's own rules (100 jumps: ~15% of a connection's cost).
+Runs of inline rules are shortened exactly by ``rule_opt`` (dead duplicates dropped; rules
+differing only in a selector set merged onto a union set ``u-``/``ui-``): 100 policies on a
+server cost a SYN 3 rules instead of 198.
 
 A from-workload chain returns only with the accept mark: the packet goes on to the
 destination endpoint's ingress (or out). Every rule carries a ``cali:<hash>`` comment so the
@@ -55,6 +58,7 @@ from services.felix.dataplane.names import (
     policy_chain,
     rule_tag,
 )
+from services.felix.dataplane.rule_opt import Item, is_union, optimise
 
 TABLE = "calico"
 FAMILY = "inet"
@@ -121,8 +125,15 @@ def kernel_set_name(spec: IPSetSpec, members: Iterable[str]) -> str:
 
 
 def state_set_names(state: DataplaneState) -> SetNames:
+    """Kernel names by set id, memoised: valid for one rendering of ``state``."""
+    cache: dict[str, str] = {}
+
     def name(set_id: str) -> str:
-        return kernel_set_name(state.ipsets[set_id], state.ipset_members.get(set_id, ()))
+        found = cache.get(set_id)
+        if found is None:
+            spec = state.ipsets[set_id]
+            found = cache[set_id] = kernel_set_name(spec, state.ipset_members.get(set_id, ()))
+        return found
 
     return name
 
@@ -145,10 +156,12 @@ def set_elements(spec: IPSetSpec, members: Iterable[str]) -> set[str]:
             if ":" not in address:
                 out.add(f"{address} . {proto} . {port}")
         return out
-    nets = [ipaddress.ip_network(m) for m in members]
-    v4 = [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
-    if all(n.prefixlen == 32 for n in v4):
-        return {str(n.network_address) for n in v4}
+    # Members are canonical CIDRs (the calc graph normalises them): host-only sets need no
+    # parsing (a full resync renders ~20k members; ipaddress would dominate its cost).
+    v4_text = [m for m in members if ":" not in m]
+    if all(m.endswith("/32") for m in v4_text):
+        return {m[:-3] for m in v4_text}
+    v4 = [ipaddress.IPv4Network(m) for m in v4_text]
     # Interval sets refuse overlapping elements: merge them first.
     return {
         str(n.network_address) if n.prefixlen == 32 else str(n)
@@ -159,12 +172,17 @@ def set_elements(spec: IPSetSpec, members: Iterable[str]) -> set[str]:
 # -- rules -----------------------------------------------------------------------------------
 
 
+def _one_or_set(values: list[str]) -> str:
+    # A single value is a plain compare (or range/prefix): cheaper than an anonymous set.
+    return values[0] if len(values) == 1 else "{ " + ", ".join(values) + " }"
+
+
 def _ports(ranges: tuple[PortRange, ...]) -> str:
-    return ", ".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+    return _one_or_set([str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges])
 
 
 def _nets(nets: tuple[str, ...]) -> str:
-    return ", ".join(nets)
+    return _one_or_set(list(nets))
 
 
 def _v4_only(nets: tuple[str, ...]) -> tuple[str, ...]:
@@ -182,19 +200,19 @@ def _side_terms(
         nets = _v4_only(m.nets)
         if not nets:
             return None
-        terms.append(f"{addr} {{ {_nets(nets)} }}")
+        terms.append(f"{addr} {_nets(nets)}")
     if m.not_nets and _v4_only(m.not_nets):
-        terms.append(f"{addr} != {{ {_nets(_v4_only(m.not_nets))} }}")
+        terms.append(f"{addr} != {_nets(_v4_only(m.not_nets))}")
     if m.ipset:
         terms.append(f"{addr} @{names(m.ipset)}")
     if m.not_ipset:
         terms.append(f"{addr} != @{names(m.not_ipset)}")
     if numeric and m.ports:
-        terms.append(f"{port} {{ {_ports(m.ports)} }}")
+        terms.append(f"{port} {_ports(m.ports)}")
     if port_set:
         terms.append(f"{addr} . meta l4proto . {port} @{names(port_set)}")
     if m.not_ports:
-        terms.append(f"{port} != {{ {_ports(m.not_ports)} }}")
+        terms.append(f"{port} != {_ports(m.not_ports)}")
     for not_set in m.not_port_sets:
         terms.append(f"{addr} . meta l4proto . {port} != @{names(not_set)}")
     return terms
@@ -279,12 +297,48 @@ def policy_needs_chain(program: PolicyProgram, inbound: bool, profile: bool) -> 
     return bool(rules) and (profile or has_pass(program, inbound))
 
 
+def union_spec(set_id: str) -> IPSetSpec:
+    return IPSetSpec(set_id, IPSetKind.NETS, "")
+
+
+def union_members(state: DataplaneState, constituents: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for set_id in constituents:
+        out |= state.ipset_members.get(set_id, set())
+    return out
+
+
 def endpoint_rules(
-    ep: EndpointPolicy, inbound: bool, state: DataplaneState, present: set[str], names: SetNames
+    ep: EndpointPolicy,
+    inbound: bool,
+    state: DataplaneState,
+    present: set[str],
+    names: SetNames,
+    unions: dict[str, tuple[str, ...]] | None = None,
 ) -> list[str]:
     """The endpoint's chain: each policy's rules in order (inline, or a jump to its chain
-    when it can Pass); ``present`` names the profile/policy chains that exist."""
+    when it can Pass); ``present`` names the profile/policy chains that exist. Runs of inline
+    rules are shortened by ``rule_opt`` (dead rules dropped, unions of selector sets); the
+    union sets used are added to ``unions``."""
+    used: dict[str, tuple[str, ...]] = {} if unions is None else unions
+    union_names: dict[str, str] = {}
+
+    def name(set_id: str) -> str:
+        if not is_union(set_id):
+            return names(set_id)
+        if set_id not in union_names:
+            members = union_members(state, used[set_id])
+            union_names[set_id] = kernel_set_name(union_spec(set_id), members)
+        return union_names[set_id]
+
     rules = [tagged(f"meta mark set meta mark & {~MARK_MASK & 0xFFFFFFFF:#x}")]
+    segment: list[Item] = []
+
+    def flush() -> None:
+        for guard, rule in optimise(segment, used):
+            rules.extend(tagged(guard + text) for text in render_rule(rule, inbound, name))
+        segment.clear()
+
     policy_ids = ep.ingress_policies if inbound else ep.egress_policies
     pass_possible = False
     for policy_id in policy_ids:
@@ -295,13 +349,14 @@ def endpoint_rules(
         guard = f"meta mark & {MARK_PASS:#x} == 0 " if pass_possible else ""
         chain = policy_chain(policy_id, inbound)
         if chain in present:
+            flush()
             rules.append(tagged(f"{guard}jump {chain}"))
             if not inbound:
                 rules.append(tagged(f"meta mark & {MARK_ACCEPT:#x} != 0 return"))
             pass_possible = True
             continue
-        for rule in program.inbound if inbound else program.outbound:
-            rules += [tagged(guard + text) for text in render_rule(rule, inbound, names)]
+        segment += [(guard, rule) for rule in (program.inbound if inbound else program.outbound)]
+    flush()
     if policy_ids:
         end_of_tier = f"meta mark & {MARK_PASS:#x} == 0 drop" if pass_possible else "drop"
         rules.append(tagged(end_of_tier))
