@@ -174,68 +174,32 @@ class InSetNode(Node):
         into.add(self.key)
 
 
-@dataclass(frozen=True, slots=True)
-class ContainsNode(Node):
-    key: str
-    value: str
-
-    def render(self, out: list[str]) -> None:
-        out.extend((self.key, " contains ", quote(self.value)))
-
-    def compile(self) -> Matcher:
-        key, needle = self.key, self.value
-
-        def matcher(labels: Labels) -> bool:
-            found = labels.get(key)
-            return found is not None and needle in found
-
-        return matcher
-
-    def restrictions(self, negated: bool) -> Restrictions:
-        return {} if negated else {self.key: None}
-
-    def collect_keys(self, into: set[str]) -> None:
-        into.add(self.key)
+# The string operators: canonical spelling -> test of (label value, literal).
+STRING_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "contains": str.__contains__,
+    "starts with": str.startswith,
+    "ends with": str.endswith,
+}
 
 
 @dataclass(frozen=True, slots=True)
-class StartsWithNode(Node):
+class StringMatchNode(Node):
+    """``key contains 'x'``, ``key starts with 'x'``, ``key ends with 'x'``: the label must
+    be present and its value pass the operator's test."""
+
     key: str
+    operator: str  # a key of STRING_TESTS
     value: str
 
     def render(self, out: list[str]) -> None:
-        out.extend((self.key, " starts with ", quote(self.value)))
+        out.extend((self.key, f" {self.operator} ", quote(self.value)))
 
     def compile(self) -> Matcher:
-        key, prefix = self.key, self.value
+        key, literal, test = self.key, self.value, STRING_TESTS[self.operator]
 
         def matcher(labels: Labels) -> bool:
             found = labels.get(key)
-            return found is not None and found.startswith(prefix)
-
-        return matcher
-
-    def restrictions(self, negated: bool) -> Restrictions:
-        return {} if negated else {self.key: None}
-
-    def collect_keys(self, into: set[str]) -> None:
-        into.add(self.key)
-
-
-@dataclass(frozen=True, slots=True)
-class EndsWithNode(Node):
-    key: str
-    value: str
-
-    def render(self, out: list[str]) -> None:
-        out.extend((self.key, " ends with ", quote(self.value)))
-
-    def compile(self) -> Matcher:
-        key, suffix = self.key, self.value
-
-        def matcher(labels: Labels) -> bool:
-            found = labels.get(key)
-            return found is not None and found.endswith(suffix)
+            return found is not None and test(found, literal)
 
         return matcher
 

@@ -16,15 +16,13 @@ from libcalico.selector.label_keys import label_key_problem
 from libcalico.selector.lexer import Kind, Token, tokenize
 from libcalico.selector.nodes import (
     AllNode,
-    ContainsNode,
-    EndsWithNode,
     EqualsNode,
     GlobalNode,
     HasNode,
     InSetNode,
     Node,
     NotEqualsNode,
-    StartsWithNode,
+    StringMatchNode,
     make_and,
     make_not,
     make_or,
@@ -172,11 +170,11 @@ class _Parser:
         if word == "notin":
             return InSetNode(key, self.string_set(), negated=True)
         if word == "contains":
-            return ContainsNode(key, self.string())
+            return StringMatchNode(key, "contains", self.string())
         if word == "startswith":
-            return StartsWithNode(key, self.string())
+            return StringMatchNode(key, "starts with", self.string())
         if word == "endswith":
-            return EndsWithNode(key, self.string())
+            return StringMatchNode(key, "ends with", self.string())
         raise self.fail(token, _EXPECT_OPERATOR)
 
     def string(self) -> str:

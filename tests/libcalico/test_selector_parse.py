@@ -327,18 +327,17 @@ def _evaluate_reference(text: str, labels: dict[str, str]) -> bool:
             return labels.get(node.key) != node.value
         if isinstance(node, nodes.InSetNode):
             return (labels.get(node.key) in node.values) != node.negated
-        assert isinstance(
-            node, nodes.EqualsNode | nodes.ContainsNode | nodes.StartsWithNode | nodes.EndsWithNode
-        )
+        assert isinstance(node, nodes.EqualsNode | nodes.StringMatchNode)
         if node.key not in labels:
             return False
         value = labels[node.key]
         if isinstance(node, nodes.EqualsNode):
             return value == node.value
-        if isinstance(node, nodes.ContainsNode):
+        if node.operator == "contains":
             return node.value in value
-        if isinstance(node, nodes.StartsWithNode):
+        if node.operator == "starts with":
             return value.startswith(node.value)
+        assert node.operator == "ends with", node.operator
         return value.endswith(node.value)
 
     return walk(parse(text).root)
