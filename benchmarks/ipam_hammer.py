@@ -128,7 +128,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 }
             )
             nodes = [f"bench-node-{i}" for i in range(args.nodes)]
-            async with running_daemons(nodes, env_of(config)) as daemons:
+            profile_dir = args.profile
+
+            def daemon_args(node: str) -> list[str]:
+                return ["--profile", f"{profile_dir}/{node}.prof"] if profile_dir else []
+
+            async with running_daemons(nodes, env_of(config), daemon_args) as daemons:
                 # Warm up: connections, first block claims, caches.
                 await hammer(daemons, 1, 2, "warmup")
                 cas_alone = await cas_round_trips(ds, 1, CAS_SAMPLES)
@@ -138,9 +143,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     "client": [os.getpid()],
                 }
                 before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+                revision = await ds.current_revision()
                 latencies, elapsed = await hammer(
                     daemons, args.concurrency, args.allocations, "bench"
                 )
+                # One revision per datastore transaction (batch commits and block claims).
+                writes = await ds.current_revision() - revision
                 cpu = {
                     k: round(sum(cpu_seconds(p) for p in v) - before[k], 2) for k, v in pids.items()
                 }
@@ -164,6 +172,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "cas_alone_p99_ms": round(percentile(cas_alone, 0.99) * ms, 3),
         "cas_loaded_p50_ms": round(statistics.median(cas_loaded) * ms, 3),
         "cas_loaded_p99_ms": round(percentile(cas_loaded, 0.99) * ms, 3),
+        "datastore_txns": writes,
+        "allocations_per_txn": round(total / max(1, writes), 2),
         "cpu_seconds": cpu,
         "cpu_ms_per_allocation": round(sum(cpu.values()) * ms / total, 3),
     }
@@ -176,8 +186,19 @@ def main() -> int:
     parser.add_argument("--allocations", type=int, default=1000, help="allocations per node")
     parser.add_argument("--datastore", choices=("embedded", "etcdv3"), default="etcdv3")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="write cProfile stats of every daemon and the client here"
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    if args.profile:
+        import cProfile
+
+        os.makedirs(args.profile, exist_ok=True)
+        profiler = cProfile.Profile()
+        result = profiler.runcall(asyncio.run, run(args))
+        profiler.dump_stats(f"{args.profile}/client.prof")
+    else:
+        result = asyncio.run(run(args))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -186,6 +207,10 @@ def main() -> int:
         f"allocations on {result['datastore']} in {result['seconds']} s"
     )
     print(f"  allocations/s        {result['allocations_per_s']}")
+    print(
+        f"  datastore txns       {result['datastore_txns']} "
+        f"({result['allocations_per_txn']} allocations per txn)"
+    )
     print(f"  allocation p50 / p99 {result['alloc_p50_ms']} / {result['alloc_p99_ms']} ms")
     print(
         f"  raw CAS, 1 client    {result['cas_alone_p50_ms']} / {result['cas_alone_p99_ms']} ms "

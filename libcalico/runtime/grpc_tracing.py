@@ -16,14 +16,23 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
 import grpc.aio
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 _INSTRUMENTATION = "libcalico.runtime"
 _STATUS_ATTR = "rpc.grpc.status_code"
@@ -80,53 +89,111 @@ def _record_server_error(span: Span, exc: BaseException, context: Any) -> None:
         _set_status(span, grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
 
 
-class _ServerSpan:
-    """Starts the server span for one call as a child of the caller's propagated context."""
+def _exports_nowhere(provider: trace.TracerProvider) -> SdkTracerProvider | None:
+    """The provider if it is an SDK one with no span processor (its spans reach no one)."""
+    if not isinstance(provider, SdkTracerProvider):
+        return None
+    active = getattr(provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", None)
+    return provider if processors is not None and not processors else None
 
-    def __init__(self, tracer: trace.Tracer, method: str, parent: Context) -> None:
-        self.tracer = tracer
+
+class _ServerSpans:
+    """Opens the SERVER span of one call, joined to the trace in the caller's metadata.
+
+    When the provider exports nowhere (no span processor, the daemons' default without an
+    OTLP endpoint), a full SDK span would be built and thrown away on every call. Then only
+    its identity is made: a non-recording span with a fresh span id in the caller's trace (a
+    new trace without one), sampled as the SDK's default parent-based sampler would decide.
+    Log lines and outgoing calls carry the same ids either way.
+    """
+
+    def __init__(self, provider: trace.TracerProvider | None, method: str) -> None:
+        self.provider = provider
+        self.tracer = trace.get_tracer(_INSTRUMENTATION, tracer_provider=provider)
         self.method = method
-        self.parent = parent
+        self.attributes = _rpc_attributes(method)
 
-    def start(self) -> AbstractContextManager[Span]:
-        return self.tracer.start_as_current_span(
-            self.method,
-            context=self.parent,
-            kind=SpanKind.SERVER,
-            attributes=_rpc_attributes(self.method),
-            record_exception=False,
-            set_status_on_exception=False,
+    def open(self, context: Any) -> tuple[Span, object]:
+        """Start the span, make it current; `close()` it with the token returned."""
+        parent = propagate.extract(_metadata_carrier(context.invocation_metadata()))
+        idle = _exports_nowhere(self.provider or trace.get_tracer_provider())
+        span: Span
+        if idle is not None:
+            span = _identity_span(idle, parent)
+        else:
+            span = self.tracer.start_span(
+                self.method,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=self.attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+        return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+    @staticmethod
+    def close(span: Span, token: object) -> None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+        span.end()
+
+
+def _identity_span(provider: SdkTracerProvider, parent: Context) -> Span:
+    caller = trace.get_current_span(parent).get_span_context()
+    ids = provider.id_generator
+    if caller.is_valid:
+        trace_id, flags = caller.trace_id, caller.trace_flags
+    else:
+        trace_id, flags = ids.generate_trace_id(), TraceFlags(TraceFlags.SAMPLED)
+    return NonRecordingSpan(
+        SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=flags,
+            trace_state=caller.trace_state if caller.is_valid else None,
         )
+    )
 
 
-def _wrap_unary_response(behavior: Callable[..., Any], spans: _ServerSpan) -> Callable[..., Any]:
+def _wrap_unary_response(behavior: Callable[..., Any], spans: _ServerSpans) -> Callable[..., Any]:
     async def traced(request: Any, context: Any) -> Any:
-        with spans.start() as span:
-            try:
-                result = behavior(request, context)
-                if inspect.isawaitable(result):
-                    result = await result
-            except BaseException as exc:
+        span, token = spans.open(context)
+        try:
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:
+            if span.is_recording():
                 _record_server_error(span, exc, context)
-                raise
-            _set_status(span, _server_code(context))
-            return result
+            raise
+        else:
+            if span.is_recording():
+                _set_status(span, _server_code(context))
+        finally:
+            spans.close(span, token)
+        return result
 
     return traced
 
 
-def _wrap_stream_response(behavior: Callable[..., Any], spans: _ServerSpan) -> Callable[..., Any]:
+def _wrap_stream_response(behavior: Callable[..., Any], spans: _ServerSpans) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
 
         async def traced_generator(request: Any, context: Any) -> AsyncIterator[Any]:
-            with spans.start() as span:
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                except BaseException as exc:
+            span, token = spans.open(context)
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as exc:
+                if span.is_recording():
                     _record_server_error(span, exc, context)
-                    raise
-                _set_status(span, _server_code(context))
+                raise
+            else:
+                if span.is_recording():
+                    _set_status(span, _server_code(context))
+            finally:
+                spans.close(span, token)
 
         return traced_generator
 
@@ -146,7 +213,7 @@ def _behavior(fn: Callable[..., Any] | None) -> Callable[..., Any]:
 
 
 def _traced_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], spans: _ServerSpan
+    handler: grpc.RpcMethodHandler[Any, Any], spans: _ServerSpans
 ) -> grpc.RpcMethodHandler[Any, Any]:
     kwargs: dict[str, Any] = {
         "request_deserializer": handler.request_deserializer,
@@ -169,11 +236,21 @@ def _traced_handler(
     )
 
 
+# Traced handlers are built once per method; past this many a cache is cleared (a generic
+# handler that made a new handler object per call would otherwise grow it without bound).
+_MAX_CACHED_HANDLERS = 512
+
+
 class TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """A SERVER span around every RPC, joined to the trace in the caller's metadata."""
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
-        self._tracer = trace.get_tracer(_INSTRUMENTATION, tracer_provider=tracer_provider)
+        self._provider = tracer_provider
+        # method -> (the service's handler, its traced wrapper): the span is per call, the
+        # wrapper is not, so it is made once per method rather than on every call.
+        self._handlers: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
 
     async def intercept_service(  # type: ignore[override]
         self,
@@ -185,9 +262,15 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED itself
             return None
-        parent = propagate.extract(_metadata_carrier(handler_call_details.invocation_metadata))
         method = _method_name(handler_call_details.method)
-        return _traced_handler(handler, _ServerSpan(self._tracer, method, parent))
+        cached = self._handlers.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        traced = _traced_handler(handler, _ServerSpans(self._provider, method))
+        if len(self._handlers) >= _MAX_CACHED_HANDLERS:
+            self._handlers.clear()
+        self._handlers[method] = (handler, traced)
+        return traced
 
 
 # --- client side -------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Process-wide OpenTelemetry set-up for a Calico daemon.
 
-Spans are always recorded (so trace ids propagate across services and log lines carry them);
-they are exported over OTLP/gRPC only when OTEL_EXPORTER_OTLP_ENDPOINT (or the traces-only
-OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set. The exporter reads the standard OTEL_* variables
-itself (endpoint, insecure, headers, timeout); the batch processor reads OTEL_BSP_*.
+Spans are exported over OTLP/gRPC only when OTEL_EXPORTER_OTLP_ENDPOINT (or the traces-only
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set. Without an exporter the provider has no span
+processor, and the server interceptor (grpc_tracing.py) then gives each call only a span
+identity in the caller's trace, not a recorded span: trace ids still propagate across services
+and log lines still carry them, at a fraction of the cost per call. The exporter reads the
+standard OTEL_* variables itself (endpoint, insecure, headers, timeout); the batch processor
+reads OTEL_BSP_*.
 """
 
 from __future__ import annotations

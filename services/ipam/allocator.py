@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from libcalico.datastore import Datastore, KeyExistsError, KeyNotFoundError, RevisionConflictError
 from services.ipam import keys
 from services.ipam.cluster import ClusterView, selects_node
-from services.ipam.committer import Committer
+from services.ipam.committer import DEFAULT_LINGER_SECONDS, Committer
 from services.ipam.errors import AddressInUseError, InvalidRequestError, PoolsExhaustedError
 from services.ipam.keys import Network
 from services.ipam.model import (
@@ -106,6 +106,7 @@ class Allocator:
         *,
         cache: bool = True,
         cluster_ttl: float = 0.0,
+        batch_linger: float = DEFAULT_LINGER_SECONDS,
     ) -> None:
         if not node or "/" in node:
             raise ValueError(f"node name {node!r} is empty or contains '/'")
@@ -113,7 +114,7 @@ class Allocator:
         self.node = node
         self.store = IpamStore(datastore, cache=cache)
         self.cluster = ClusterView(datastore, ttl=cluster_ttl)
-        self.committer = Committer(self.store)
+        self.committer = Committer(self.store, linger=batch_linger)
         # Per IP version, the affine block last allocated from (a hint, checked before use).
         self._hints: dict[int, Network] = {}
         # Per IP version, block CIDRs known to exist (see _claim_free_block).

@@ -32,6 +32,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=CLUSTER_CACHE_SECONDS,
         help="how long pools/IPAM configuration are cached (default %(default)s)",
     )
+    parser.add_argument(
+        "--batch-linger-seconds",
+        type=float,
+        help="longest wait for concurrent requests to share a datastore transaction "
+        "(0: never wait; default 0.01)",
+    )
+    # Hidden: write a cProfile of the whole run to this file at exit (benchmarks).
+    parser.add_argument("--profile", help=argparse.SUPPRESS)
     add_datastore_arguments(parser)
     return parser.parse_args(argv)
 
@@ -64,11 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     async def setup(rt: ServiceRuntime) -> None:
         datastore = await connect(ds_config)
         allocator = Allocator(datastore, node, cluster_ttl=args.cluster_cache_seconds)
+        if args.batch_linger_seconds is not None:
+            allocator.committer.linger = args.batch_linger_seconds
         rt.add(IpamServicer(allocator), add_to_server, SERVICE_NAME)
         rt.on_shutdown(datastore.close)
         rt.on_shutdown(allocator.close)
 
-    return run_service(runtime, setup)
+    if not args.profile:
+        return run_service(runtime, setup)
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(run_service, runtime, setup)
+    finally:
+        profiler.dump_stats(args.profile)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +38,18 @@ class Daemon:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def spawn_daemon(node: str, workdir: Path, env: Mapping[str, str]) -> Daemon:
+def spawn_daemon(
+    node: str, workdir: Path, env: Mapping[str, str], extra_args: Sequence[str] = ()
+) -> Daemon:
     sock = str(workdir / f"{node}.sock")
     log_path = workdir / f"{node}.log"
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.ipam.main", "--socket", sock, "--nodename", node],
+            [
+                *(sys.executable, "-m", "services.ipam.main"),
+                *("--socket", sock, "--nodename", node, *extra_args),
+            ],
             cwd=REPO,
             env=full_env,
             stdout=log,
@@ -82,12 +87,18 @@ def stop_daemon(daemon: Daemon, sig: int = signal.SIGTERM) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_daemons(nodes: list[str], env: Mapping[str, str]) -> AsyncIterator[list[Daemon]]:
-    """Start one daemon per node name (sockets in a fresh temp dir); stop and clean up after."""
+async def running_daemons(
+    nodes: list[str],
+    env: Mapping[str, str],
+    extra_args: Callable[[str], Sequence[str]] = lambda node: (),
+) -> AsyncIterator[list[Daemon]]:
+    """Start one daemon per node name (sockets in a fresh temp dir); stop and clean up after.
+
+    `extra_args(node)`: more command-line arguments for that node's daemon."""
     workdir = Path(tempfile.mkdtemp(prefix="cpt-ipam-"))
     daemons: list[Daemon] = []
     try:
-        daemons = [spawn_daemon(node, workdir, env) for node in nodes]
+        daemons = [spawn_daemon(node, workdir, env, extra_args(node)) for node in nodes]
         await asyncio.gather(*(wait_ready(d) for d in daemons))
         yield daemons
     finally:
