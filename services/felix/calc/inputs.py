@@ -208,6 +208,10 @@ def parse_policy(rkey: ResourceKey, obj: dict[str, Any]) -> PolicyDef:
     if sa_node is not None:
         parts.append(sa_node)
     types = spec.get("types") or _default_types(spec)
+    if spec.get("doNotTrack") or spec.get("preDNAT"):
+        # Felix puts these in the untracked / pre-DNAT tiers, which only host endpoints get:
+        # they never govern a workload endpoint.
+        types = []
     order = spec.get("order")
     return PolicyDef(
         id=policy_id(rkey),
