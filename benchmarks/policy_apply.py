@@ -1,6 +1,7 @@
 """Policy apply: one change to the kernel, full resync vs a raw load, connection rate.
 
-    .venv/bin/python benchmarks/policy_apply.py [--changes 200] [--dataplane nftables|iptables]
+    .venv/bin/python benchmarks/policy_apply.py [--changes 200]
+        [--dataplane nftables|iptables|iptables-legacy]
 
 Datastore (embedded SQLite in a temp dir): 100 local endpoints, 10,000 remote endpoints in
 10 namespaces, 1,000 Calico NetworkPolicies, all active (each selects 2 local endpoints and
@@ -180,17 +181,18 @@ async def bench_resync(engine: PolicyEngine, lab: NetLab, kind: str) -> dict[str
         out["full resync"] = statistics.median(ours)
         out["rules"] = float(sum(1 for line in dump.splitlines() if 'comment "cali:' in line))
     else:
-        save = sh(*ns, "iptables-save", "-t", "filter")
+        ipt = "iptables-legacy" if kind == "iptables-legacy" else "iptables"
+        save = sh(*ns, f"{ipt}-save", "-t", "filter")
         ipsets = sh(*ns, "ipset", "save")
         raw, ours = [], []
         for _ in range(3):
-            clear_iptables(lab)
+            clear_iptables(lab, ipt)
             started = time.perf_counter()
             # Blocking on purpose: the raw load is timed with nothing else running.
             subprocess.run([*ns, "ipset", "restore"], input=ipsets, text=True, check=True)  # noqa: ASYNC221
-            subprocess.run([*ns, "iptables-restore"], input=save, text=True, check=True)  # noqa: ASYNC221
+            subprocess.run([*ns, f"{ipt}-restore"], input=save, text=True, check=True)  # noqa: ASYNC221
             raw.append((time.perf_counter() - started) * 1000)
-            clear_iptables(lab)
+            clear_iptables(lab, ipt)
             started = time.perf_counter()
             await engine.dataplane.reconcile(engine.graph.state)
             ours.append((time.perf_counter() - started) * 1000)
@@ -204,10 +206,10 @@ async def bench_resync(engine: PolicyEngine, lab: NetLab, kind: str) -> dict[str
     return out
 
 
-def clear_iptables(lab: NetLab) -> None:
+def clear_iptables(lab: NetLab, ipt: str = "iptables") -> None:
     ns = ["ip", "netns", "exec", lab.node_ns]
     for flag in ("-F", "-X"):
-        sh(*ns, "iptables", flag)
+        sh(*ns, ipt, flag)
     sh(*ns, "ipset", "destroy")
 
 

@@ -6,6 +6,9 @@ differing chains (a ``:chain`` line flushes one under --noflush) and set members
 one ``ipset restore`` batch and one ``iptables-restore`` batch. Sets are created before the
 rules that use them and destroyed after. The refresh reads ``iptables-save`` and ``ipset
 save`` and repairs what differs; a full set rewrite goes through a temporary set and a swap.
+Union sets (``cali40u:``, see ``rule_opt``) are derived ``hash:net`` sets holding the members
+of their constituents: recomputed when a constituent changes, written in the same ``ipset
+restore`` as the constituents (before the rules), destroyed once no endpoint chain uses them.
 Works with both iptables flavours (nft by default, ``legacy=True`` for x_tables).
 """
 
@@ -24,7 +27,7 @@ from services.felix.dataplane.netns import command_in_netns
 log = logging.getLogger(__name__)
 
 _TAG_RE = re.compile(r'--comment "?(cali:[A-Za-z0-9_-]+)')
-_OWNED_SETS = ("cali40s:", "cali40n:", "cali40a:")
+_OWNED_SETS = ("cali40s:", "cali40n:", "cali40a:", "cali40u:")
 
 
 class CommandError(RuntimeError):
@@ -58,6 +61,10 @@ class IptablesDataplane:
         self._program_nets: dict[tuple[bool, str], dict[str, r.SetContent]] = {}
         self._selector_sets: dict[str, r.SetContent] = {}
         self._endpoint_chains: dict[str, dict[str, list[str]]] = {}
+        self._endpoint_nets: dict[str, dict[str, r.SetContent]] = {}
+        # Union sets each endpoint's chains use (uid -> constituents), and their contents.
+        self._endpoint_unions: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._union_sets: dict[str, r.SetContent] = {}
         # What the kernel has (as last written or read); None until the first reconcile.
         self._chains: dict[str, list[str]] | None = None
         self._sets: dict[str, r.SetContent] = {}
@@ -124,6 +131,9 @@ class IptablesDataplane:
             self._program_nets.clear()
             self._selector_sets.clear()
             self._endpoint_chains.clear()
+            self._endpoint_nets.clear()
+            self._endpoint_unions.clear()
+            self._union_sets.clear()
             keys = [(False, k) for k in state.policies] + [(True, k) for k in state.profiles]
             set_ids = list(state.ipsets)
             interfaces = set(state.endpoints)
@@ -154,22 +164,51 @@ class IptablesDataplane:
             else:
                 members = state.ipset_members.get(set_id, set())
                 self._selector_sets[set_id] = r.selector_set(spec, members)
-        if presence_changed and delta is not None:
+        if delta is not None:
+            # Policy rules are inline in endpoint chains: a changed policy re-renders those.
+            touched = presence_changed | {key for profile, key in keys if not profile}
             for iface, ep in state.endpoints.items():
-                if presence_changed.intersection(
-                    (*ep.ingress_policies, *ep.egress_policies, *ep.profiles)
-                ):
+                if touched.intersection((*ep.ingress_policies, *ep.egress_policies, *ep.profiles)):
                     interfaces.add(iface)
         present = {c for chains in self._program_chains.values() for c in chains}
         for iface in interfaces:
             endpoint = state.endpoints.get(iface)
             if endpoint is None:
                 self._endpoint_chains.pop(iface, None)
+                self._endpoint_nets.pop(iface, None)
+                self._endpoint_unions.pop(iface, None)
                 continue
+            renderer = r.RuleRenderer()
+            unions: dict[str, tuple[str, ...]] = {}
             self._endpoint_chains[iface] = {
-                endpoint_chain(iface, inbound): r.endpoint_rules(endpoint, inbound, state, present)
+                endpoint_chain(iface, inbound): r.endpoint_rules(
+                    endpoint, inbound, state, present, renderer, unions
+                )
                 for inbound in (True, False)
             }
+            self._endpoint_nets[iface] = renderer.net_sets
+            self._endpoint_unions[iface] = unions
+        self._refresh_unions(None if delta is None else set(set_ids))
+
+    def _refresh_unions(self, changed_sets: set[str] | None) -> None:
+        """Union set contents: recomputed when new or a constituent changed; dropped once
+        unused (``_write`` then destroys them after the rules stopped using them)."""
+        used: dict[str, tuple[str, ...]] = {}
+        for unions in self._endpoint_unions.values():
+            used.update(unions)
+        for uid in [u for u in self._union_sets if u not in used]:
+            del self._union_sets[uid]
+        for uid, constituents in used.items():
+            if uid in self._union_sets and (
+                changed_sets is not None and changed_sets.isdisjoint(constituents)
+            ):
+                continue
+            members: set[str] = set()
+            for set_id in constituents:
+                content = self._selector_sets.get(set_id)
+                if content is not None:
+                    members |= content[1]
+            self._union_sets[uid] = ("hash:net", frozenset(members))
 
     def _intended(self) -> tuple[dict[str, list[str]], dict[str, r.SetContent]]:
         chains = r.static_chains(self._endpoint_chains)
@@ -178,8 +217,9 @@ class IptablesDataplane:
         for endpoint in self._endpoint_chains.values():
             chains.update(endpoint)
         sets = {ipset_name(k): v for k, v in self._selector_sets.items()}
-        for nets in self._program_nets.values():
+        for nets in (*self._program_nets.values(), *self._endpoint_nets.values()):
             sets.update(nets)
+        sets.update((ipset_name(uid), content) for uid, content in self._union_sets.items())
         return chains, sets
 
     # -- applying --------------------------------------------------------------------------

@@ -9,6 +9,13 @@ Same structure as the nftables table, in Calico's chain names:
 Allow and Pass are a MARK rule followed by a RETURN guarded by that mark (iptables has no
 "set mark and return" in one rule). Rule nets become ``hash:net`` ipsets named after their
 content (``cali40a:<hash>``), so a rule with several CIDRs stays one rule.
+
+As in nftables, policy rules sit inline in the endpoint chains (a jump per policy costs a new
+connection more than the policy's rules), shortened exactly by ``rule_opt`` (dead duplicates
+dropped; rules differing only in a selector set merged onto a derived ``hash:net`` union set
+``cali40u:<hash>``). Only profiles and policies with a Pass rule keep a chain of their own.
+Single ports / ranges render as ``-m tcp --dport N`` (native in iptables-nft; ``multiport``
+goes through the xtables compat layer).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from services.felix.dataplane.names import (
     policy_chain,
     rule_tag,
 )
+from services.felix.dataplane.rule_opt import Item, optimise
 
 FORWARD = "cali-FORWARD"
 INPUT = "cali-INPUT"
@@ -138,6 +146,7 @@ class RuleRenderer:
     def __init__(self) -> None:
         self.net_sets: dict[str, SetContent] = {}
         self.inbound = False
+        self._proto: str | None = None  # the rule's protocol name, for ``-m tcp --dport``
 
     def _nets(self, nets: tuple[str, ...]) -> str | None:
         v4 = tuple(n for n in nets if ":" not in n)
@@ -167,14 +176,20 @@ class RuleRenderer:
         if m.not_ipset:
             terms.append(f"-m set ! --match-set {ipset_name(m.not_ipset)} {flag}")
         if numeric:
-            terms.append(f"-m multiport {ports_flag} {numeric}")
+            terms.append(self._ports(ports_flag, numeric, False))
         if port_set:
             terms.append(f"-m set --match-set {ipset_name(port_set)} {flag},{flag}")
         for chunk in _chunks(m.not_ports):
-            terms.append(f"-m multiport ! {ports_flag} {chunk}")
+            terms.append(self._ports(ports_flag, chunk, True))
         for not_set in m.not_port_sets:
             terms.append(f"-m set ! --match-set {ipset_name(not_set)} {flag},{flag}")
         return terms
+
+    def _ports(self, flag: str, chunk: str, negate: bool) -> str:
+        neg = "! " if negate else ""
+        if self._proto is not None and "," not in chunk:
+            return f"-m {self._proto} {neg}{flag[:-1]} {chunk}"  # one port or range: native
+        return f"-m multiport {neg}{flag} {chunk}"
 
     @staticmethod
     def _variants(m: Match) -> list[tuple[str | None, str | None]]:
@@ -187,6 +202,7 @@ class RuleRenderer:
         if rule.ip_version == 6:
             return []
         head: list[str] = []
+        self._proto = _PORT_PROTO.get(rule.protocol) if rule.protocol is not None else None
         if rule.protocol is not None:
             head.append(f"-p {rule.protocol}")
         if rule.not_protocol is not None:
@@ -206,7 +222,11 @@ class RuleRenderer:
                 dst = self._side(rule.dst, False, dst_set, dst_numeric)
                 if dst is None:
                     return []
-                match = " ".join([*head, *src, *dst])
+                # Set lookups last: a packet failing a cheap port match never pays for them.
+                terms = [*src, *dst]
+                sets = [t for t in terms if t.startswith("-m set")]
+                cheap = [t for t in terms if not t.startswith("-m set")]
+                match = " ".join([*head, *cheap, *sets])
                 out += _with_action(match, rule.action, self.inbound)
         return out
 
@@ -223,11 +243,18 @@ def _with_action(match: str, action: Action, inbound: bool) -> list[str]:
     return [f"{prefix}-j MARK --set-xmark {bit:#x}/{bit:#x}", f"{_mark(bit)} -j RETURN"]
 
 
+def has_pass(program: PolicyProgram, inbound: bool) -> bool:
+    return any(r.action is Action.PASS for r in (program.inbound if inbound else program.outbound))
+
+
 def program_chains(
     program: PolicyProgram, key: str, profile: bool, renderer: RuleRenderer
 ) -> dict[str, list[str]]:
+    """Chains of a profile, or of a policy with a Pass rule (other policies are inline)."""
     out: dict[str, list[str]] = {}
     for inbound in (True, False):
+        if not (profile or has_pass(program, inbound)):
+            continue
         rules = program.inbound if inbound else program.outbound
         renderer.inbound = inbound
         texts = [t for rule in rules for t in renderer.render(rule)]
@@ -237,22 +264,45 @@ def program_chains(
 
 
 def endpoint_rules(
-    ep: EndpointPolicy, inbound: bool, state: DataplaneState, present: set[str]
+    ep: EndpointPolicy,
+    inbound: bool,
+    state: DataplaneState,
+    present: set[str],
+    renderer: RuleRenderer,
+    unions: dict[str, tuple[str, ...]],
 ) -> list[str]:
+    """The endpoint's chain: each policy's rules inline, in order (a jump to its chain when
+    it can Pass; ``present`` names the policy/profile chains that exist), shortened by
+    ``rule_opt``; the union sets used are added to ``unions``, rule nets to the renderer."""
+    renderer.inbound = inbound
     rules = [f"-j MARK --set-xmark 0x0/{MARK_MASK:#x}"]
+    segment: list[Item] = []
+
+    def flush() -> None:
+        for guard, rule in optimise(segment, unions):
+            rules.extend(guard + text for text in renderer.render(rule))
+        segment.clear()
+
     policy_ids = ep.ingress_policies if inbound else ep.egress_policies
-    first = True
+    pass_possible = False
     for policy_id in policy_ids:
-        chain = policy_chain(policy_id, inbound)
-        if chain not in present:
+        program = state.policies.get(policy_id)
+        if program is None:
             continue
-        guard = "" if first else f"{_no_mark(MARK_PASS)} "
-        rules.append(f"{guard}-j {chain}")
-        if not inbound:
-            rules.append(f"{_mark(MARK_ACCEPT)} -j RETURN")
-        first = False
+        # After a policy that can Pass, the rest of the tier is skipped once it did.
+        guard = f"{_no_mark(MARK_PASS)} " if pass_possible else ""
+        chain = policy_chain(policy_id, inbound)
+        if chain in present:
+            flush()
+            rules.append(f"{guard}-j {chain}")
+            if not inbound:
+                rules.append(f"{_mark(MARK_ACCEPT)} -j RETURN")
+            pass_possible = True
+            continue
+        segment += [(guard, rule) for rule in (program.inbound if inbound else program.outbound)]
+    flush()
     if policy_ids:
-        rules.append(f"{_no_mark(MARK_PASS)} -j DROP")
+        rules.append(f"{_no_mark(MARK_PASS)} -j DROP" if pass_possible else "-j DROP")
     for profile in ep.profiles:
         chain = policy_chain(profile, inbound, profile=True)
         if chain in present:
