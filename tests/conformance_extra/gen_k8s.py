@@ -502,60 +502,38 @@ def upstream() -> list[dict[str, Any]]:
             )
         ],
     )
-    add(
-        "udp-02",
-        "should enforce policy based on Ports",
-        [
-            step(
-                [
-                    T().set(["x", "z"], "x/a", False).probe(81, "UDP"),
-                    T().set("*", "x/a", False).probe(81),
-                ],
-                apply=[
-                    knp(
-                        "allow-ingress-on-port-81-ns-x",
-                        "x",
-                        ml(pod="a"),
-                        ingress=[
-                            {
-                                "from": [{"namespaceSelector": ns_is("y")}],
-                                "ports": [{"protocol": "UDP", "port": 81}],
-                            }
-                        ],
-                        types=ING,
-                    )
-                ],
-            )
-        ],
-        notes="TCP/81 probe added: x/a is isolated for ingress and only UDP/81 from y is allowed.",
-    )
-    add(
-        "sctp-02",
-        "should enforce policy based on Ports",
-        [
-            step(
-                [
-                    T().set(["x", "z"], "x/a", False).probe(81, "SCTP"),
-                    T().set("*", "x/a", False).probe(81),
-                ],
-                apply=[
-                    knp(
-                        "allow-ingress-on-port-81-ns-x",
-                        "x",
-                        ml(pod="a"),
-                        ingress=[
-                            {
-                                "from": [{"namespaceSelector": ns_is("y")}],
-                                "ports": [{"protocol": "SCTP", "port": 81}],
-                            }
-                        ],
-                        types=ING,
-                    )
-                ],
-            )
-        ],
-        notes="SCTP probe is skipped by the runner; the TCP/81 probe checks isolation.",
-    )
+    port_notes = {
+        "UDP": "TCP/81 probe added: x/a is isolated for ingress and only UDP/81 from y is allowed.",
+        "SCTP": "SCTP probe is skipped by the runner; the TCP/81 probe checks isolation.",
+    }
+    for protocol, notes in port_notes.items():
+        add(
+            f"{protocol.lower()}-02",
+            "should enforce policy based on Ports",
+            [
+                step(
+                    [
+                        T().set(["x", "z"], "x/a", False).probe(81, protocol),
+                        T().set("*", "x/a", False).probe(81),
+                    ],
+                    apply=[
+                        knp(
+                            "allow-ingress-on-port-81-ns-x",
+                            "x",
+                            ml(pod="a"),
+                            ingress=[
+                                {
+                                    "from": [{"namespaceSelector": ns_is("y")}],
+                                    "ports": [{"protocol": protocol, "port": 81}],
+                                }
+                            ],
+                            types=ING,
+                        )
+                    ],
+                )
+            ],
+            notes=notes,
+        )
     return out
 
 
