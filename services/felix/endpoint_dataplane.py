@@ -12,8 +12,10 @@ policy engine) sees it through its own pipeline and only has to wait.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
+from services.felix.calc.inputs import cidrs
 from services.felix.model import WorkloadEndpoint
 
 
@@ -54,9 +56,11 @@ class KnownEndpointsDataplane:
 class ProgrammedInterfaces(Protocol):
     """What PolicyEngineDataplane needs from services.felix.policy.PolicyEngine."""
 
-    async def wait_programmed(self, interface: str, wait_s: float) -> bool: ...
+    async def wait_programmed(
+        self, interface: str, wait_s: float, ips: Collection[str] | None = None
+    ) -> bool: ...
 
-    def is_programmed(self, interface: str) -> bool: ...
+    def is_programmed(self, interface: str, ips: Collection[str] | None = None) -> bool: ...
 
 
 class PolicyEngineDataplane:
@@ -66,11 +70,16 @@ class PolicyEngineDataplane:
         self._engine = engine
 
     async def endpoint_added(self, wep: WorkloadEndpoint, wait_s: float) -> None:
-        if not await self._engine.wait_programmed(wep.interface_name, wait_s):
+        if not await self._engine.wait_programmed(wep.interface_name, wait_s, _nets(wep)):
             raise TimeoutError(f"policy for {wep.interface_name} not programmed in {wait_s}s")
 
     async def endpoint_removed(self, wep: WorkloadEndpoint) -> None:
         """The engine learns of the removal from the datastore."""
 
     def is_programmed(self, wep: WorkloadEndpoint) -> bool:
-        return self._engine.is_programmed(wep.interface_name)
+        return self._engine.is_programmed(wep.interface_name, _nets(wep))
+
+
+def _nets(wep: WorkloadEndpoint) -> tuple[str, ...]:
+    """The endpoint's addresses as the calc graph normalises them (so they compare equal)."""
+    return cidrs(wep.ip_networks)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from libcalico.syncer.api import Syncer
@@ -153,18 +154,27 @@ class PolicyEngine:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def is_programmed(self, interface: str) -> bool:
-        """The endpoint's current intended policy is in the kernel."""
+    def is_programmed(self, interface: str, ips: Collection[str] | None = None) -> bool:
+        """The endpoint's current intended policy is in the kernel.
+
+        With ``ips`` (CIDRs as the calc graph normalises them), only an endpoint with exactly
+        those addresses counts: a pod re-created under the same name reuses the interface
+        name, and must not be reported programmed from its predecessor's state.
+        """
         if not self._reconciled:
             return False
         intended = self.graph.state.endpoints.get(interface)
-        return intended is not None and self._programmed.get(interface) == intended
+        if intended is None or self._programmed.get(interface) != intended:
+            return False
+        return ips is None or frozenset(intended.ips) == frozenset(ips)
 
-    async def wait_programmed(self, interface: str, wait_s: float) -> bool:
-        """Wait until the endpoint on ``interface`` has its policy programmed."""
+    async def wait_programmed(
+        self, interface: str, wait_s: float, ips: Collection[str] | None = None
+    ) -> bool:
+        """Wait until the endpoint on ``interface`` (with ``ips``) has its policy programmed."""
         deadline = asyncio.get_running_loop().time() + wait_s
         async with self._applied:
-            while not self.is_programmed(interface):
+            while not self.is_programmed(interface, ips):
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     return False
