@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -71,11 +70,3 @@ def start_daemon(
         time.sleep(0.05)
     stop(record)
     raise DaemonError(f"{name} did not listen on {sock} within {timeout:.0f}s:\n{log_tail(log)}")
-
-
-def supports_flag(name: str, flag: str) -> bool:
-    """Whether `name --help` mentions `flag` (daemons grow options while the lab runs them)."""
-    proc = subprocess.run(
-        [find_program(name), "--help"], capture_output=True, text=True, timeout=30
-    )
-    return flag in proc.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lab import netns
 from lab.cni import install_plugins, netconf
-from lab.daemons import DaemonError, start_daemon, supports_flag
+from lab.daemons import start_daemon
 from lab.processes import ProcessRecord, is_alive, stop
 from lab.state import NodeState
 
@@ -88,10 +88,6 @@ class LabNode:
         self.state.sockets[FELIX] = str(felix_sock)
         felix_args = ["--socket", str(felix_sock), "--nodename", self.name]
         if dataplane:
-            if not supports_flag(FELIX, "--dataplane"):
-                raise DaemonError(
-                    f"--dataplane {dataplane}: this calico-felix has no --dataplane option yet"
-                )
             felix_args += ["--dataplane", dataplane]
         started[FELIX] = start_daemon(
             FELIX,
