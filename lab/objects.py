@@ -15,8 +15,6 @@ from libcalico.config import DatastoreConfig
 from libcalico.datastore import connect
 from libcalico.resources import ResourceClient, ResourceNotFoundError
 
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-
 
 def datastore_config(data: Mapping[str, Any]) -> DatastoreConfig:
     return DatastoreConfig(
@@ -71,9 +69,9 @@ def node(name: str) -> dict[str, Any]:
 
 
 def namespace(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    # The API server always adds kubernetes.io/metadata.name; so does the lab.
-    merged = {NAMESPACE_NAME_LABEL: name, **(labels or {})}
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": merged}}
+    # kubernetes.io/metadata.name is added by the resource model, as the API server does.
+    meta = {"name": name, "labels": dict(labels or {})}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
 def port_name(port: int, protocol: str) -> str:

@@ -182,9 +182,6 @@ class CaseRun:
                     labels.pop(key, None)
                 else:
                     labels[key] = value
-        if kind == "Namespace":
-            # The API server keeps this label equal to the name whatever a client writes.
-            labels[objects.NAMESPACE_NAME_LABEL] = name
         await objects.set_labels(client, kind, name, namespace, labels)
         if kind == "Pod" and change.target in self.lab.state.pods:
             self.lab.state.pods[change.target].labels = labels

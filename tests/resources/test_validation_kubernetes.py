@@ -265,3 +265,15 @@ def test_namespace_and_service_account() -> None:
     }
     assert validate(sa)["automountServiceAccountToken"] is False
     assert_invalid({**sa, "spec": {}}, "spec", "unknown field")
+
+
+def test_namespace_always_carries_its_name_label() -> None:
+    # As the API server: added when missing, forced back when a client writes another value.
+    for labels in (None, {"team": "blue"}, {"kubernetes.io/metadata.name": "other"}):
+        meta: dict[str, Any] = {"name": "shop"}
+        if labels is not None:
+            meta["labels"] = labels
+        out = validate({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+        assert out["metadata"]["labels"]["kubernetes.io/metadata.name"] == "shop"
+        if labels and "team" in labels:
+            assert out["metadata"]["labels"]["team"] == "blue"

@@ -220,7 +220,13 @@ def validate_pod_body(fields: Fields, meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The API server sets this label on every Namespace, equal to its name, whatever a client
+# writes; namespaceSelectors (`kubernetes.io/metadata.name in {...}`) rely on it.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
 def validate_namespace_body(fields: Fields, meta: dict[str, Any]) -> dict[str, Any]:
+    meta["labels"] = {**(meta.get("labels") or {}), NAMESPACE_NAME_LABEL: meta["name"]}
     return {k: dict(as_mapping(fields.get(k), k)) for k in ("spec", "status") if fields.has(k)}
 
 
