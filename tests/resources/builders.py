@@ -93,9 +93,20 @@ def _fill(value: Any) -> Any:
     return value
 
 
+# Case files whose kinds belong to an issue not done yet: their objects are reported as skipped
+# (with this reason), not silently left out, so the skip disappears when the issue lands.
+PENDING_CONFORMANCE_FILES = {
+    "calico-tiers-public.json": "Tier / AdminNetworkPolicy kinds: issue 16 (policy completeness)",
+}
+
+
 def conformance_objects() -> Iterator[tuple[str, dict[str, Any]]]:
     for path in sorted(CONFORMANCE_DIR.glob("*.json")):
+        pending = PENDING_CONFORMANCE_FILES.get(path.name)
         for case in json.loads(path.read_text()):
             for step_number, step in enumerate(case["steps"]):
                 for n, obj in enumerate(step["apply"]):
-                    yield f"{case['id']}/{step_number}/{n}", _fill(obj)
+                    filled = _fill(obj)
+                    if pending:
+                        filled["__pending__"] = pending
+                    yield f"{case['id']}/{step_number}/{n}", filled

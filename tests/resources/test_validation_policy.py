@@ -26,6 +26,8 @@ def test_conformance_files_hold_objects() -> None:
 
 @pytest.mark.parametrize(("case", "obj"), CONFORMANCE, ids=[c for c, _ in CONFORMANCE])
 def test_every_conformance_object_validates(case: str, obj: dict[str, Any]) -> None:
+    if "__pending__" in obj:
+        pytest.skip(f"{case}: {obj['__pending__']}")
     out = validate(obj)
     assert out["metadata"]["name"] == obj["metadata"]["name"]
     assert out["kind"] == obj["kind"]
