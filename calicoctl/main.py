@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         ipam.register(subparsers)
+    from calicoctl import node
+
+    node.register(subparsers)
     return parser
 
 

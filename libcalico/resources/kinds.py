@@ -81,6 +81,7 @@ _KINDS: tuple[KindInfo, ...] = (
     _calico("FelixConfiguration", "felixconfigurations", False, "felixconfig", "felixconfigs"),
     _calico("BGPConfiguration", "bgpconfigurations", False, "bgpconfig", "bgpconfigs"),
     _calico("BGPPeer", "bgppeers", False, "bgpp", "bgpps", "bp", "bps"),
+    _calico("BGPFilter", "bgpfilters", False),
     _calico("ClusterInformation", "clusterinformations", False, "clusterinfo", "clusterinfos"),
     # Kubernetes kinds the project reads (core/v1 and networking.k8s.io/v1).
     KindInfo(

@@ -30,12 +30,13 @@ from libcalico.syncer.api import Syncer, SyncerUpdate
 from libcalico.syncer.datastore import FELIX_PREFIXES, DatastoreSyncer
 from libcalico.syncer.typha import SYNCER_TYPES, TyphaSyncer, TyphaTLS
 
-# What BGP (confd/BIRD) needs: nodes and their addresses, BGP configuration and peers, pools,
-# and IPAM blocks/affinities (each node advertises its affine blocks).
+# What BGP (confd/BIRD) needs: nodes and their addresses, BGP configuration, peers and filters,
+# pools, and IPAM blocks/affinities (each node advertises its affine blocks).
 BGP_PREFIXES: tuple[str, ...] = (
     resource_prefix(GROUP_CALICO, "nodes"),
     resource_prefix(GROUP_CALICO, "bgpconfigurations"),
     resource_prefix(GROUP_CALICO, "bgppeers"),
+    resource_prefix(GROUP_CALICO, "bgpfilters"),
     resource_prefix(GROUP_CALICO, "ippools"),
     ipam_block_prefix(4),
     ipam_block_prefix(6),

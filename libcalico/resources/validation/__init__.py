@@ -15,7 +15,7 @@ from typing import Any
 
 from libcalico.datastore.keys import GROUP_CALICO, GROUP_CORE, GROUP_NETWORKING
 from libcalico.resources.kinds import KindInfo, UnknownKindError, kind_of
-from libcalico.resources.validation import config, endpoints, ipam, kubernetes, policy
+from libcalico.resources.validation import bgp_filter, config, endpoints, ipam, kubernetes, policy
 from libcalico.resources.validation.errors import ValidationError
 from libcalico.resources.validation.fields import Fields, as_mapping
 from libcalico.resources.validation.metadata import validate_metadata
@@ -64,6 +64,7 @@ _RULES: dict[tuple[str, str], _KindRules] = {
     (GROUP_CALICO, "FelixConfiguration"): _spec_body(config.validate_felix_configuration_spec),
     (GROUP_CALICO, "BGPConfiguration"): _spec_body(config.validate_bgp_configuration_spec),
     (GROUP_CALICO, "BGPPeer"): _spec_body(config.validate_bgp_peer_spec),
+    (GROUP_CALICO, "BGPFilter"): _spec_body(bgp_filter.validate_bgp_filter_spec),
     (GROUP_CALICO, "ClusterInformation"): _spec_body(config.validate_cluster_information_spec),
     (GROUP_CORE, "Namespace"): _KindRules(
         frozenset({"spec", "status"}), kubernetes.validate_namespace_body

@@ -31,6 +31,39 @@ from libcalico.resources.validation.fields import (
 LOG_LEVELS = ("Trace", "Debug", "Info", "Warning", "Error", "Fatal")
 _FIELD_NAME_RE = re.compile(r"^[a-z][A-Za-z0-9]*$")
 _DURATION_RE = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^0$")
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+# BGP communities: standard "a:b" (16-bit halves) or large "a:b:c" (32-bit parts).
+_STANDARD_COMMUNITY_RE = re.compile(r"^(\d+):(\d+)$")
+_LARGE_COMMUNITY_RE = re.compile(r"^(\d+):(\d+):(\d+)$")
+
+
+def duration_seconds(text: str) -> float:
+    """A Go duration ("90s", "1m30s", "0") in seconds; ValueError when it is not one."""
+    if not _DURATION_RE.match(text):
+        raise ValueError(f"{text!r} is not a duration (e.g. 90s)")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(text))
+
+
+def _duration(fields: Fields, key: str) -> str:
+    text = as_str(fields.get(key), fields.at(key))
+    if not _DURATION_RE.match(text):
+        raise ValidationError(fields.at(key), f"{text!r} is not a duration (e.g. 120s)")
+    return text
+
+
+def parse_community(text: str) -> tuple[int, ...] | None:
+    """(a, b) for a standard community, (a, b, c) for a large one, None if neither."""
+    standard = _STANDARD_COMMUNITY_RE.match(text)
+    if standard:
+        parts = tuple(int(p) for p in standard.groups())
+        return parts if all(p <= 0xFFFF for p in parts) else None
+    large = _LARGE_COMMUNITY_RE.match(text)
+    if large:
+        parts = tuple(int(p) for p in large.groups())
+        return parts if all(p <= 0xFFFFFFFF for p in parts) else None
+    return None
+
 
 _FELIX_BOOLS = (
     "ipipEnabled",
@@ -83,9 +116,7 @@ def validate_felix_configuration_spec(value: Any, meta: dict[str, Any]) -> dict[
             out[key] = as_int(fields.get(key), fields.at(key), 0)
     for key in _FELIX_DURATIONS:
         if fields.has(key):
-            text = as_str(fields.get(key), fields.at(key))
-            if not _DURATION_RE.match(text):
-                raise ValidationError(fields.at(key), f"{text!r} is not a duration (e.g. 90s)")
+            _duration(fields, key)
     for key, allowed in _FELIX_ENUMS.items():
         if fields.has(key):
             out[key] = one_of(fields.get(key), fields.at(key), allowed)
@@ -123,6 +154,51 @@ def _cidr_blocks(fields: Fields, key: str) -> list[dict[str, str]]:
     return blocks
 
 
+def _community_value(value: Any, path: str) -> str:
+    text = as_str(value, path)
+    if parse_community(text) is None:
+        raise ValidationError(
+            path,
+            f"{text!r} is not a BGP community: want aa:nn (each 0-65535) or a large community "
+            "aa:nn:mm (each 0-4294967295)",
+        )
+    return text
+
+
+def _communities(fields: Fields) -> list[dict[str, str]]:
+    at = fields.at("communities")
+    out: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(as_list(fields.get("communities"), at)):
+        entry = Fields(raw, item(at, i), {"name", "value"})
+        name = check_dns_subdomain(entry.get("name"), entry.at("name"))
+        if name in seen:
+            raise ValidationError(entry.at("name"), f"community {name!r} is defined twice")
+        seen.add(name)
+        if not entry.has("value"):
+            raise ValidationError(entry.at("value"), "required")
+        out.append({"name": name, "value": _community_value(entry.get("value"), entry.at("value"))})
+    return out
+
+
+def _prefix_advertisements(fields: Fields, community_names: set[str]) -> list[dict[str, Any]]:
+    at = fields.at("prefixAdvertisements")
+    out: list[dict[str, Any]] = []
+    for i, raw in enumerate(as_list(fields.get("prefixAdvertisements"), at)):
+        entry = Fields(raw, item(at, i), {"cidr", "communities"})
+        cidr = str(parse_cidr(entry.get("cidr"), entry.at("cidr"), strict=False))
+        refs = as_str_list(entry.get("communities") or [], entry.at("communities"))
+        for j, ref in enumerate(refs):
+            if ref not in community_names and parse_community(ref) is None:
+                raise ValidationError(
+                    item(entry.at("communities"), j),
+                    f"{ref!r} is neither a community defined in spec.communities nor a "
+                    "community value (aa:nn or aa:nn:mm)",
+                )
+        out.append({"cidr": cidr, "communities": refs})
+    return out
+
+
 def validate_bgp_configuration_spec(value: Any, meta: dict[str, Any]) -> dict[str, Any]:
     fields = Fields(value if value is not None else {}, "spec", BGP_CONFIGURATION_FIELDS)
     out: dict[str, Any] = dict(fields.values)
@@ -147,6 +223,14 @@ def validate_bgp_configuration_spec(value: Any, meta: dict[str, Any]) -> dict[st
         out["ignoredInterfaces"] = as_str_list(
             fields.get("ignoredInterfaces"), fields.at("ignoredInterfaces")
         )
+    if fields.has("nodeMeshMaxRestartTime"):
+        out["nodeMeshMaxRestartTime"] = _duration(fields, "nodeMeshMaxRestartTime")
+    names: set[str] = set()
+    if fields.has("communities"):
+        out["communities"] = _communities(fields)
+        names = {c["name"] for c in out["communities"]}
+    if fields.has("prefixAdvertisements"):
+        out["prefixAdvertisements"] = _prefix_advertisements(fields, names)
     if fields.get("nodeToNodeMeshEnabled") is False:
         for key in ("nodeMeshPassword", "nodeMeshMaxRestartTime"):
             if fields.has(key):
@@ -177,6 +261,11 @@ BGP_PEER_FIELDS = frozenset(
         "reversePeering",
     }
 )
+_PEER_ENUMS = {
+    "sourceAddress": ("UseNodeIP", "None"),
+    "nextHopMode": ("Auto", "Self", "Keep"),
+    "reversePeering": ("Auto", "Manual"),
+}
 _IP_PORT_RE = re.compile(
     r"^(?P<ip>\d+\.\d+\.\d+\.\d+):(?P<port>\d+)$|^\[(?P<ip6>[0-9a-fA-F:.]+)\]:(?P<port6>\d+)$"
 )
@@ -212,6 +301,23 @@ def validate_bgp_peer_spec(value: Any, meta: dict[str, Any]) -> dict[str, Any]:
         out["keepOriginalNextHop"] = as_bool(
             fields.get("keepOriginalNextHop"), fields.at("keepOriginalNextHop")
         )
+    if fields.has("maxRestartTime"):
+        out["maxRestartTime"] = _duration(fields, "maxRestartTime")
+    if fields.has("filters"):
+        at = fields.at("filters")
+        out["filters"] = [
+            check_dns_subdomain(name, item(at, i))
+            for i, name in enumerate(as_list(fields.get("filters"), at))
+        ]
+    if fields.has("numAllowedLocalASNumbers"):
+        out["numAllowedLocalASNumbers"] = as_int(
+            fields.get("numAllowedLocalASNumbers"), fields.at("numAllowedLocalASNumbers"), 0, 10
+        )
+    if fields.has("ttlSecurity"):
+        out["ttlSecurity"] = as_int(fields.get("ttlSecurity"), fields.at("ttlSecurity"), 0, 255)
+    for key, allowed in _PEER_ENUMS.items():
+        if fields.has(key):
+            out[key] = one_of(fields.get(key), fields.at(key), allowed)
     if out.get("node") and out.get("nodeSelector"):
         raise ValidationError(
             fields.at("node"), "Node field must be empty when NodeSelector is specified"

@@ -202,15 +202,18 @@ def validate_host_endpoint_spec(value: Any, meta: dict[str, Any]) -> dict[str, A
 
 
 def parse_as_number(value: Any, path: str) -> int:
-    """An AS number: 0-4294967295, or "high.low" asdot notation (stored as the number)."""
+    """An AS number: 1-4294967295, or "high.low" asdot notation (stored as the number).
+
+    0 is reserved (RFC 7607) and BIRD refuses it, so it is rejected here rather than later.
+    """
     if isinstance(value, str) and "." in value:
         high, _, low = value.partition(".")
         if not (high.isdigit() and low.isdigit()) or int(high) > 65535 or int(low) > 65535:
             raise ValidationError(path, f"{value!r} is not a valid AS number")
-        return (int(high) << 16) | int(low)
+        value = (int(high) << 16) | int(low)
     if isinstance(value, str) and value.isdigit():
         value = int(value)
-    return as_int(value, path, 0, 4294967295)
+    return as_int(value, path, 1, 4294967295)
 
 
 def validate_node_spec(value: Any, meta: dict[str, Any]) -> dict[str, Any]:
