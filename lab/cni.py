@@ -2,8 +2,8 @@
 
 Exec `<CNI_PATH>/calico` with CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_PATH and
 CNI_ARGS in the environment and the network configuration on stdin; read the result (or the
-CNI error object) from stdout. The lab runs it inside the node's namespace, where a runtime on
-that node would.
+CNI error object) from stdout. The lab runs it inside the pod's node's namespace (through
+`nsenter`, so one CLI process serves every node), where a runtime on that node would.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ IFNAME = "eth0"
 PLUGIN_TIMEOUT = 60.0
 ERR_TRY_AGAIN_LATER = 11
 TRY_AGAIN_FOR = 20.0
+NSENTER = "nsenter"
 
 
 class CniError(RuntimeError):
@@ -98,11 +99,14 @@ async def run_plugin(
     netns: str,
     pod_namespace: str,
     pod: str,
+    node_netns: Path | None = None,
 ) -> dict[str, Any]:
-    """One plugin invocation; the parsed result (empty for DEL); CniError on failure."""
+    """One plugin invocation (inside `node_netns` when given, else where the caller is); the
+    parsed result (empty for DEL); CniError on failure."""
     plugin = str(Path(cni_path) / str(config["type"]))
+    argv = [NSENTER, f"--net={node_netns}", "--", plugin] if node_netns else [plugin]
     proc = await asyncio.create_subprocess_exec(
-        plugin,
+        *argv,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -145,6 +149,7 @@ async def add(
     netns: str,
     pod_namespace: str,
     pod: str,
+    node_netns: Path | None = None,
 ) -> dict[str, Any]:
     """ADD, retried while the plugin says "try again later" (Felix not in sync yet)."""
     loop = asyncio.get_running_loop()
@@ -152,7 +157,7 @@ async def add(
     while True:
         try:
             return await run_plugin(
-                "ADD", config, cni_path, container_id, netns, pod_namespace, pod
+                "ADD", config, cni_path, container_id, netns, pod_namespace, pod, node_netns
             )
         except CniError as exc:
             if exc.code != ERR_TRY_AGAIN_LATER or loop.time() > deadline:
@@ -167,8 +172,9 @@ async def delete(
     netns: str,
     pod_namespace: str,
     pod: str,
+    node_netns: Path | None = None,
 ) -> None:
-    await run_plugin("DEL", config, cni_path, container_id, netns, pod_namespace, pod)
+    await run_plugin("DEL", config, cni_path, container_id, netns, pod_namespace, pod, node_netns)
 
 
 def result_ips(result: Mapping[str, Any]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Starting the node's Calico daemons (calico-ipamd, calico-felix) as detached processes."""
+"""Starting the node's Calico daemons (calico-ipamd, calico-felix, calico-bgpd) as detached
+processes, and finding their programs."""
 
 from __future__ import annotations
 
@@ -48,25 +49,27 @@ def socket_answers(path: str) -> bool:
     return True
 
 
-def start_daemon(
-    name: str,
-    args: Sequence[str],
-    sock: Path,
-    log: Path,
-    env: Mapping[str, str],
-    timeout: float = START_TIMEOUT,
+def launch_daemon(
+    name: str, args: Sequence[str], sock: Path, log: Path, env: Mapping[str, str]
 ) -> ProcessRecord:
-    """Start `name ARGS...` and wait until it accepts connections on `sock`."""
+    """Start `name ARGS...` detached, without waiting: several daemons then start at once."""
     argv = [find_program(name), *args]
     with contextlib.suppress(FileNotFoundError):
         sock.unlink()  # a stale socket from a crashed run would look like a ready daemon
-    record = start_detached(name, argv, log, env={**os.environ, **env})
+    return start_detached(name, argv, log, env={**os.environ, **env})
+
+
+def wait_listening(record: ProcessRecord, sock: Path, timeout: float = START_TIMEOUT) -> None:
+    """Wait until a launched daemon accepts connections on `sock`; on failure it is stopped
+    and DaemonError carries the end of its log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if sock.exists() and socket_answers(str(sock)):
-            return record
+            return
         if not is_alive(record):
-            raise DaemonError(f"{name} exited during start-up:\n{log_tail(log)}")
+            raise DaemonError(f"{record.name} exited during start-up:\n{log_tail(record.log)}")
         time.sleep(0.05)
     stop(record)
-    raise DaemonError(f"{name} did not listen on {sock} within {timeout:.0f}s:\n{log_tail(log)}")
+    raise DaemonError(
+        f"{record.name} did not listen on {sock} within {timeout:.0f}s:\n{log_tail(record.log)}"
+    )

@@ -1,22 +1,26 @@
 """`calico-lab demo`: the project's main job in one command.
 
-Brings a node up, runs three labelled pods, shows who reaches whom, applies a Kubernetes
-NetworkPolicy that lets only the client reach the web pod, shows the table again (polled until
-it takes effect, at most 10 s), and takes the lab down whatever happened.
+Brings the lab up (one node, or `--nodes N` peering over BGP), runs three labelled pods (spread
+round-robin over the nodes), shows who reaches whom, applies a Kubernetes NetworkPolicy that
+lets only the client reach the web pod, shows the table again (polled until it takes effect,
+at most 10 s), and takes the lab down whatever happened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lab import objects
-from lab.lab import Lab, bring_down, bring_up
+from lab.cluster import bring_down
+from lab.lab import Lab
 from lab.matrix import lab_endpoints, probe_all, render
 from lab.pods import PodSpec, create_pods
 
@@ -64,11 +68,13 @@ async def _tables(lab: Lab) -> dict[str, dict[tuple[str, str], bool]]:
 
 
 async def _run(lab: Lab) -> bool:
+    nodes = [n.name for n in lab.nodes]
+    placed = [dataclasses.replace(p, node=nodes[i % len(nodes)]) for i, p in enumerate(PODS)]
     _say("$ calico-lab pod run shop/web --labels app=web   (and shop/client, other/intruder)")
-    await create_pods(lab, PODS)
+    await create_pods(lab, placed)
     for pod in sorted(lab.state.pods.values(), key=lambda p: p.key):
         labels = ",".join(f"{k}={v}" for k, v in pod.labels.items())
-        _say(f"  {pod.key:16} {pod.ip:15} {pod.host_interface:16} {labels}")
+        _say(f"  {pod.key:16} {pod.ip:15} {pod.node:8} {pod.host_interface:16} {labels}")
     keys = sorted(lab.state.pods)
     _say("\nReachability without policy ('.' connects, 'X' blocked):")
     for proto, table in (await _tables(lab)).items():
@@ -95,19 +101,16 @@ async def _run(lab: Lab) -> bool:
     return ok
 
 
-def run_demo(
-    state_dir: Path, name: str, datastore: str, dataplane: str | None, typha: bool = False
-) -> int:
-    _say(
-        f"$ calico-lab up --datastore {datastore}"
-        + (f" --dataplane {dataplane}" if dataplane else "")
-        + (" --typha" if typha else "")
-    )
-    lab = bring_up(state_dir, name, datastore=datastore, dataplane=dataplane, typha=typha)
-    node = lab.node()
-    _say(f"  node {node.name} in network namespace {node.netns}")
-    for daemon, record in node.state.processes.items():
-        _say(f"  {daemon:14} pid {record.pid:<7} {node.state.sockets.get(daemon, '')}")
+def run_demo(state_dir: Path, up_command: str, bring_up: Callable[[], Lab]) -> int:
+    """`bring_up` makes the lab `up_command` describes; the lab goes down whatever happens."""
+    _say(f"$ {up_command}")
+    lab = bring_up()
+    for node in lab.nodes:
+        _say(f"  node {node.name} {node.address} in network namespace {node.netns}")
+        for daemon, record in node.state.processes.items():
+            _say(f"    {daemon:14} pid {record.pid:<7} {node.state.sockets.get(daemon, '')}")
+    if lab.state.bgp != "none":
+        _say(f"  BGP {lab.state.bgp}: every session Established")
     ok = False
     problems: list[str] = []
     try:

@@ -1,16 +1,19 @@
-"""calico-lab: a Calico node in network namespaces, its pods, probes and conformance runs.
+"""calico-lab: Calico nodes in network namespaces, their pods, probes and conformance runs.
 
-    calico-lab up [--datastore embedded|etcdv3] [--dataplane nftables|iptables|iptables-legacy]
+    calico-lab up [--nodes N] [--bgp mesh|rr|none] [--tor bird|gobgp [--tor-asn AS]]
+                  [--datastore embedded|etcdv3] [--dataplane nftables|iptables|iptables-legacy]
+                  [--typha]
     calico-lab status [--json]
-    calico-lab pod run NS/NAME [--labels k=v,...] [--serve tcp:80,udp:80,...]
+    calico-lab node status NODE [-o json]   calicoctl node status of that node's calico-bgpd
+    calico-lab pod run NS/NAME [--node NODE] [--labels k=v,...] [--serve tcp:80,udp:80,...]
     calico-lab pod rm NS/NAME...
     calico-lab pod label NS/NAME k=v,...[,k-]
     calico-lab ns label NAME k=v,...[,k-]
     calico-lab probe FROM TO --port P --protocol tcp|udp|sctp     exit 0 connected, 1 not
     calico-lab matrix --port P --protocol tcp[,udp,...]
     calico-lab calicoctl ARGS...        calicoctl against the lab's datastore
-    calico-lab conformance --cases FILE --report OUT.json [--datastore ..] [--dataplane ..]
-    calico-lab demo
+    calico-lab conformance --cases FILE --report OUT.json [--nodes N] [--bgp ..] [--datastore ..]
+    calico-lab demo [--nodes N] [--bgp ..]
     calico-lab down
 
 Global: --name LAB (default `default`), --state-dir DIR (or $CALICO_LAB_STATE; default
@@ -26,14 +29,14 @@ import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
-from lab import netns
-from lab import typha as lab_typha
+from lab import bgp
+from lab.cluster import MAX_NODES, bring_down, bring_up
 from lab.daemons import find_program
-from lab.lab import DATAPLANES, DATASTORES, DEFAULT_POOL, Lab, LabError, bring_down, bring_up
-from lab.processes import is_alive
+from lab.lab import DATAPLANES, DATASTORES, DEFAULT_POOL, Lab, LabError
+from lab.node import BIRD
 from lab.state import STATE_ENV, LabStateError, locked, resolve_state_dir
 
 EXIT_OK = 0
@@ -43,27 +46,41 @@ EXIT_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="calico-lab", description="A Calico node in network namespaces."
+        prog="calico-lab", description="Calico nodes in network namespaces."
     )
     parser.add_argument("--name", default=None, help="lab name (default: default)")
     parser.add_argument("--state-dir", default=None, help="state directory of the lab")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="bring a node up")
-    up.add_argument("--datastore", choices=DATASTORES, default="embedded")
-    up.add_argument("--dataplane", choices=DATAPLANES, default=None)
+    up = sub.add_parser("up", help="bring nodes up")
+    _add_lab_options(up)
     up.add_argument("--pool", default=DEFAULT_POOL, help=f"IP pool CIDR (default {DEFAULT_POOL})")
     up.add_argument(
-        "--typha", action="store_true", help="put a calico-typha between the datastore and Felix"
+        "--tor",
+        default=None,
+        metavar="bird|gobgp",
+        help="a top-of-rack router at 10.66.0.1 in the lab network, peered with every node",
+    )
+    up.add_argument(
+        "--tor-asn",
+        type=int,
+        default=bgp.DEFAULT_TOR_ASN,
+        help=f"the ToR's AS number (default {bgp.DEFAULT_TOR_ASN}; nodes are {bgp.NODE_AS})",
     )
 
     sub.add_parser("down", help="remove everything the lab made")
-    status = sub.add_parser("status", help="show services and pods")
+    status = sub.add_parser("status", help="show nodes, services, BGP sessions and pods")
     status.add_argument("--json", action="store_true")
+
+    node = sub.add_parser("node", help="nodes").add_subparsers(dest="node_command", required=True)
+    nstatus = node.add_parser("status", help="`calicoctl node status` against a node's calico-bgpd")
+    nstatus.add_argument("node", nargs="?", default=None, help="node name (default node-1)")
+    nstatus.add_argument("-o", "--output", choices=("table", "json"), default=None)
 
     pod = sub.add_parser("pod", help="pods").add_subparsers(dest="pod_command", required=True)
     run = pod.add_parser("run", help="create a pod")
     run.add_argument("pod")
+    run.add_argument("--node", default="", help="the node to run it on (default node-1)")
     run.add_argument("--labels", default="", help="k=v,...")
     run.add_argument("--serve", default="", help="tcp:80,udp:80,... (default tcp:80,udp:80)")
     rm = pod.add_parser("rm", help="delete pods")
@@ -96,23 +113,39 @@ def build_parser() -> argparse.ArgumentParser:
     conf = sub.add_parser("conformance", help="run a network-policy case file")
     conf.add_argument("--cases", required=True, type=Path)
     conf.add_argument("--report", required=True, type=Path)
-    conf.add_argument("--datastore", choices=DATASTORES, default="embedded")
-    conf.add_argument("--dataplane", choices=DATAPLANES, default=None)
+    _add_lab_options(conf)
     conf.add_argument("--case", action="append", default=[], help="run only this case id")
-    conf.add_argument(
-        "--typha", action="store_true", help="put a calico-typha between the datastore and Felix"
-    )
+    conf.add_argument("--tor", default=None, metavar="bird|gobgp", help="add a top-of-rack router")
+    conf.add_argument("--tor-asn", type=int, default=bgp.DEFAULT_TOR_ASN)
     conf.add_argument(
         "--deadline", type=float, default=10.0, help="seconds to poll each probe (default 10)"
     )
 
     demo = sub.add_parser("demo", help="up, pods, matrix, policy, matrix, down")
-    demo.add_argument("--datastore", choices=DATASTORES, default="embedded")
-    demo.add_argument("--dataplane", choices=DATAPLANES, default=None)
-    demo.add_argument(
-        "--typha", action="store_true", help="put a calico-typha between the datastore and Felix"
-    )
+    _add_lab_options(demo)
     return parser
+
+
+def _add_lab_options(parser: argparse.ArgumentParser) -> None:
+    """What every command that brings a lab up accepts."""
+    parser.add_argument(
+        "--nodes", type=int, default=1, help=f"number of nodes, 1..{MAX_NODES} (default 1)"
+    )
+    parser.add_argument(
+        "--bgp",
+        choices=bgp.MODES,
+        default=None,
+        help="mesh: full node-to-node mesh; rr: node-1 is the route reflector; none: no "
+        "calico-bgpd (default: mesh with more than one node or a --tor, else none: a single "
+        "node without a router needs no routing protocol)",
+    )
+    parser.add_argument("--datastore", choices=DATASTORES, default="embedded")
+    parser.add_argument("--dataplane", choices=DATAPLANES, default=None)
+    parser.add_argument(
+        "--typha",
+        action="store_true",
+        help="put a calico-typha between the datastore and every node's Felix and calico-bgpd",
+    )
 
 
 def _state_dir(args: argparse.Namespace, default_name: str = "default") -> tuple[Path, str]:
@@ -133,17 +166,43 @@ def _loaded(state_dir: Path) -> Lab:
     return lab
 
 
+def _bring_up(args: argparse.Namespace, state_dir: Path, name: str) -> Lab:
+    return bring_up(
+        state_dir,
+        name,
+        args.datastore,
+        args.dataplane,
+        getattr(args, "pool", DEFAULT_POOL),
+        typha=args.typha,
+        nodes=args.nodes,
+        bgp_mode=args.bgp,
+        tor=getattr(args, "tor", None),
+        tor_asn=getattr(args, "tor_asn", bgp.DEFAULT_TOR_ASN),
+    )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     state_dir, name = _state_dir(args)
     with locked(state_dir, create=True):
-        lab = bring_up(state_dir, name, args.datastore, args.dataplane, args.pool, typha=args.typha)
-    node = lab.node()
-    print(f"lab {name} up: node {node.name} in network namespace {node.netns}")
-    for daemon, record in node.state.processes.items():
-        print(f"  {daemon:14} pid {record.pid:<7} {node.state.sockets.get(daemon, '')}")
-    print(f"  datastore {lab.state.datastore.get('type')}; state in {state_dir}")
+        lab = _bring_up(args, state_dir, name)
+    print(
+        f"lab {name} up: {len(lab.nodes)} node(s), BGP {lab.state.bgp}, "
+        f"datastore {lab.state.datastore.get('type')}; state in {state_dir}"
+    )
+    for node in lab.nodes:
+        print(f"node {node.name} {node.address} in network namespace {node.netns}")
+        for daemon, record in node.state.processes.items():
+            where = node.state.sockets.get(daemon) or (str(node.bird_dir) if daemon == BIRD else "")
+            print(f"  {daemon:14} pid {record.pid:<7} {where}")
+    if len(lab.nodes) > 1 and lab.state.bgp == "none":
+        print("note: --bgp none: pods on different nodes cannot reach each other")
     if lab.state.typha:
-        print(f"  felix reads through calico-typha at {lab.state.typha}")
+        print(f"felix and calico-bgpd read through calico-typha at {lab.state.typha}")
+    if lab.state.tor:
+        print(
+            f"top-of-rack router {lab.state.tor['kind']} at {bgp.TOR_ADDRESS} "
+            f"(AS {lab.state.tor['asn']}) in network namespace {lab.state.network_netns}"
+        )
     return EXIT_OK
 
 
@@ -157,89 +216,26 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from lab import status
+
+    state_dir, _ = _state_dir(args)
+    data = status.gather(Lab.load(state_dir))
+    print(json.dumps(data, indent=2) if args.json else status.render(data))
+    return EXIT_OK
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    """`node status`: calicoctl's own output and exit status, for that node's calico-bgpd."""
     state_dir, _ = _state_dir(args)
     lab = Lab.load(state_dir)
-    services: list[dict[str, Any]] = []
-    for node in lab.nodes:
-        for daemon, record in node.state.processes.items():
-            services.append(
-                {
-                    "node": node.name,
-                    "name": daemon,
-                    "pid": record.pid,
-                    "alive": is_alive(record),
-                    "socket": node.state.sockets.get(daemon, ""),
-                    "log": record.log,
-                }
-            )
-    for daemon, record in lab.state.infra.items():
-        services.append(
-            {
-                "node": "",
-                "name": daemon,
-                "pid": record.pid,
-                "alive": is_alive(record),
-                "socket": "",
-                "log": record.log,
-            }
-        )
-    typha_status: dict[str, object] | None = None
-    if lab.state.typha:
-        try:
-            lab.enter()  # Typha listens on the lab network, which the node reaches
-            typha_status = lab_typha.status(lab.state.typha)
-        except Exception as exc:  # status reports a broken Typha, it does not fail on it
-            typha_status = {"address": lab.state.typha, "error": str(exc)}
-    pods: list[dict[str, Any]] = [
-        {
-            "pod": p.key,
-            "ip": p.ip,
-            "node": p.node,
-            "netns": p.netns,
-            "interface": p.host_interface,
-            "labels": p.labels,
-            "serve": p.serve,
-            "server_alive": bool(p.server and is_alive(p.server)),
-        }
-        for _, p in sorted(lab.state.pods.items())
-    ]
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "lab": lab.state.name,
-                    "datastore": lab.state.datastore,
-                    "dataplane": lab.state.dataplane,
-                    "typha": typha_status,
-                    "nodes": [
-                        {"name": n.name, "netns": n.netns, "netns_exists": netns.exists(n.netns)}
-                        for n in lab.nodes
-                    ],
-                    "services": services,
-                    "pods": pods,
-                },
-                indent=2,
-            )
-        )
-        return EXIT_OK
-    print(
-        f"lab {lab.state.name}: datastore {lab.state.datastore.get('type')}, "
-        f"dataplane {lab.state.dataplane or '(felix default)'}"
-        + (f", typha {lab.state.typha}" if lab.state.typha else "")
-    )
-    for node in lab.nodes:
-        present = "present" if netns.exists(node.netns) else "MISSING"
-        print(f"node {node.name}: netns {node.netns} ({present})")
-    print("\nSERVICE        NODE      PID      STATE    SOCKET")
-    for s in services:
-        state = "running" if s["alive"] else "DEAD"
-        print(f"{s['name']:14} {s['node']:9} {s['pid']:<8} {state:8} {s['socket']}")
-    print("\nPOD                  IP               INTERFACE        SERVER   LABELS")
-    for p in pods:
-        labels = ",".join(f"{k}={v}" for k, v in p["labels"].items())
-        server = "running" if p["server_alive"] else "DEAD"
-        print(f"{p['pod']:20} {p['ip']:16} {p['interface']:16} {server:8} {labels}")
-    return EXIT_OK
+    node = lab.node(args.node)
+    if not node.bgpd_socket:
+        raise LabError(f"{node.name} runs no calico-bgpd (the lab is up with --bgp none)")
+    program = find_program("calicoctl")
+    argv = [program, "node", "status", "--socket", node.bgpd_socket]
+    if args.output:
+        argv += ["-o", args.output]
+    os.execv(program, argv)
 
 
 def cmd_pod(args: argparse.Namespace) -> int:
@@ -249,10 +245,10 @@ def cmd_pod(args: argparse.Namespace) -> int:
     with locked(state_dir):
         lab = _loaded(state_dir)
         if args.pod_command == "run":
-            spec = pods.spec_from_cli(args.pod, args.labels, args.serve)
+            spec = pods.spec_from_cli(args.pod, args.labels, args.serve, args.node)
             asyncio.run(pods.create_pods(lab, [spec]))
             pod = lab.pod(spec.key)
-            print(f"{pod.key} {pod.ip} {pod.host_interface}")
+            print(f"{pod.key} {pod.ip} {pod.host_interface} on {pod.node}")
         elif args.pod_command == "rm":
             for key in args.pods:
                 lab.pod(key)  # every name checked before anything is removed
@@ -333,7 +329,14 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         cases = [c for c in cases if c.id in wanted]
     state_dir, name = _state_dir(args, "conformance")
     with locked(state_dir, create=True):
-        lab = bring_up(state_dir, name, args.datastore, args.dataplane, typha=args.typha)
+        started = time.monotonic()
+        lab = _bring_up(args, state_dir, name)
+        print(
+            f"lab up in {time.monotonic() - started:.1f}s: {len(lab.nodes)} node(s), "
+            f"BGP {lab.state.bgp}",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             results = asyncio.run(run_cases(lab, cases, deadline=args.deadline))
         finally:
@@ -353,14 +356,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lab.demo import run_demo
 
     state_dir, name = _state_dir(args, "demo")
+    command = " ".join(
+        ["calico-lab up", f"--nodes {args.nodes}", f"--datastore {args.datastore}"]
+        + ([f"--bgp {args.bgp}"] if args.bgp else [])
+        + ([f"--dataplane {args.dataplane}"] if args.dataplane else [])
+        + (["--typha"] if args.typha else [])
+    )
     with locked(state_dir, create=True):
-        return run_demo(state_dir, name, args.datastore, args.dataplane, typha=args.typha)
+        return run_demo(state_dir, command, lambda: _bring_up(args, state_dir, name))
 
 
 COMMANDS = {
     "up": cmd_up,
     "down": cmd_down,
     "status": cmd_status,
+    "node": cmd_node,
     "pod": cmd_pod,
     "ns": cmd_ns,
     "probe": cmd_probe,

@@ -1,4 +1,5 @@
-"""The resource objects the lab writes: the pool, the node, Namespaces and Pods.
+"""The resource objects the lab writes: the pool, the nodes, BGP configuration and peers,
+Namespaces and Pods.
 
 A runtime learns about pods from the Kubernetes API; the lab plays the API server and writes
 Namespace and Pod objects into the datastore before it runs the CNI plugin, so Felix finds the
@@ -59,12 +60,44 @@ def ippool(name: str, cidr: str, block_size: int = 26) -> dict[str, Any]:
     }
 
 
-def node(name: str) -> dict[str, Any]:
+def node(
+    name: str,
+    ipv4_address: str = "",
+    labels: Mapping[str, str] | None = None,
+    route_reflector_cluster_id: str = "",
+) -> dict[str, Any]:
+    """A Calico Node; `ipv4_address` ("10.66.0.11/24") is where its BGP speaker peers."""
+    bgp: dict[str, Any] = {}
+    if ipv4_address:
+        bgp["ipv4Address"] = ipv4_address
+    if route_reflector_cluster_id:
+        bgp["routeReflectorClusterID"] = route_reflector_cluster_id
     return {
         "apiVersion": "projectcalico.org/v3",
         "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-        "spec": {},
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, **dict(labels or {})},
+        },
+        "spec": {"bgp": bgp} if bgp else {},
+    }
+
+
+def bgp_configuration(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "BGPConfiguration",
+        "metadata": {"name": name},
+        "spec": dict(spec),
+    }
+
+
+def bgp_peer(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "BGPPeer",
+        "metadata": {"name": name},
+        "spec": dict(spec),
     }
 
 

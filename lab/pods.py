@@ -2,8 +2,9 @@
 
 Creating a pod does what an API server plus a kubelet would: write the Namespace (when new)
 and the Pod object, make the pod's network namespace, start its server process inside it, run
-the `calico` CNI plugin's ADD, and wait for the server to report its ports bound. Several pods
-are created concurrently. Removal runs DEL, stops the server and deletes the namespace.
+the `calico` CNI plugin's ADD on the pod's node, and wait for the server to report its ports
+bound. Several pods, on any nodes, are created concurrently. Removal runs DEL on the pod's
+node, stops the server and deletes the namespace.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class PodSpec:
     name: str
     labels: dict[str, str] = field(default_factory=dict)
     serve: list[tuple[str, int]] = field(default_factory=list)
+    node: str = ""  # "" places it on create_pods' node (default: the lab's first)
 
     @property
     def key(self) -> str:
@@ -142,9 +144,10 @@ async def ensure_namespaces(
 
 
 async def create_pods(lab: Lab, specs: Sequence[PodSpec], node_name: str | None = None) -> None:
-    """Create pods concurrently; on failure the failed pods are removed again and the first
-    error is raised (pods that came up stay, recorded)."""
-    node = lab.node(node_name)
+    """Create pods concurrently, each on its spec's node (else `node_name`, else the first
+    node); on failure the failed pods are removed again and the first error is raised (pods
+    that came up stay, recorded)."""
+    placed = [(spec, lab.node(spec.node or node_name)) for spec in specs]  # all nodes checked
     for spec in specs:
         if spec.key in lab.state.pods:
             raise LabError(f"pod {spec.key} already exists")
@@ -153,13 +156,13 @@ async def create_pods(lab: Lab, specs: Sequence[PodSpec], node_name: str | None 
         await client.apply_all(
             [
                 objects.pod(spec.namespace, spec.name, node.name, spec.labels, spec.serve)
-                for spec in specs
+                for spec, node in placed
             ],
             "apply",
         )
     pods: list[PodState] = []
     try:
-        for spec in specs:
+        for spec, node in placed:
             pod = PodState(
                 namespace=spec.namespace,
                 name=spec.name,
@@ -180,16 +183,17 @@ async def create_pods(lab: Lab, specs: Sequence[PodSpec], node_name: str | None 
         with contextlib.suppress(Exception):
             await remove_pods(lab, [p.key for p in pods], delete_objects=True)
         raise
-    config = node.cni_config()
 
     async def plumb(pod: PodState) -> None:
+        node = lab.node(pod.node)
         result = await cni.add(
-            config,
+            node.cni_config(),
             node.state.cni_bin_dir,
             pod.container_id,
             str(netns.netns_path(pod.netns)),
             pod.namespace,
             pod.name,
+            node.netns_path,
         )
         pod.ips = cni.result_ips(result)
         pod.host_interface = cni.result_host_interface(result)
@@ -221,6 +225,7 @@ async def remove_pods(lab: Lab, keys: Sequence[str], delete_objects: bool = True
                 str(netns.netns_path(pod.netns)),
                 pod.namespace,
                 pod.name,
+                node.netns_path,
             )
 
     outcomes = await asyncio.gather(*(unplumb(p) for p in pods), return_exceptions=True)
@@ -273,11 +278,11 @@ async def label_namespace(lab: Lab, name: str, change: Mapping[str, str | None])
     return labels
 
 
-def spec_from_cli(key: str, labels: str, serve: str) -> PodSpec:
+def spec_from_cli(key: str, labels: str, serve: str, node: str = "") -> PodSpec:
     namespace, name = parse_pod_key(key)
     try:
         ports = parse_serve(serve or DEFAULT_SERVE)
     except ValueError as exc:
         raise LabError(f"--serve: {exc}") from None
     parsed = parse_labels(labels)
-    return PodSpec(namespace, name, {k: v for k, v in parsed.items() if v is not None}, ports)
+    return PodSpec(namespace, name, {k: v for k, v in parsed.items() if v is not None}, ports, node)

@@ -93,7 +93,8 @@ class PodState:
 
 @dataclass
 class NodeState:
-    """One node: its namespace and the daemons serving it."""
+    """One node: its namespace and the daemons serving it (processes: calico-ipamd,
+    calico-felix and, with BGP, calico-bgpd and the BIRD it runs)."""
 
     name: str
     netns: str
@@ -143,6 +144,11 @@ class LabState:
     pods: dict[str, PodState] = field(default_factory=dict)
     # host:port of the lab's Typha ("" when Felix reads the datastore directly).
     typha: str = ""
+    # "mesh", "rr" or "none" (no calico-bgpd on the nodes).
+    bgp: str = "none"
+    # The top-of-rack router, when there is one: {"kind": "bird"|"gobgp", "asn": 65000};
+    # its process is infra["tor"].
+    tor: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -166,6 +172,8 @@ class LabState:
             "infra": {k: v.to_json() for k, v in self.infra.items()},
             "network_netns": self.network_netns,
             "typha": self.typha,
+            "bgp": self.bgp,
+            "tor": self.tor,
             "nodes": [n.to_json() for n in self.nodes],
             "pods": {k: p.to_json() for k, p in self.pods.items()},
         }
@@ -191,6 +199,8 @@ class LabState:
             infra={k: ProcessRecord.from_json(v) for k, v in (data.get("infra") or {}).items()},
             network_netns=str(data.get("network_netns") or ""),
             typha=str(data.get("typha") or ""),
+            bgp=str(data.get("bgp") or "none"),
+            tor=dict(data.get("tor") or {}),
             nodes=[NodeState.from_json(n) for n in data.get("nodes") or []],
             pods={k: PodState.from_json(v) for k, v in (data.get("pods") or {}).items()},
         )

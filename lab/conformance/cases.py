@@ -63,6 +63,14 @@ def topology_pods() -> list[str]:
     return [f"{ns}/{pod}" for ns in NAMESPACES for pod in PODS]
 
 
+def topology_placement(nodes: Sequence[str]) -> dict[str, str]:
+    """Pod key -> node: round-robin over the nodes in topology order (x/a on the first, x/b
+    on the second, ...), so with several nodes most pairs cross nodes."""
+    if not nodes:
+        raise ValueError("no nodes to place the topology on")
+    return {key: nodes[i % len(nodes)] for i, key in enumerate(topology_pods())}
+
+
 def _probe(raw: Mapping[str, Any], where: str) -> Probe:
     try:
         differ = frozenset((str(a), str(b)) for a, b in raw.get("differ") or [])

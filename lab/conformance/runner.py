@@ -1,11 +1,12 @@
 """Executing cases on a running lab: fresh topology per case, steps in order, probes polled.
 
 Per case: Namespaces x, y, z with the case's labels and pods a, b, c in each (labels
-`pod=<name>`, serving 80 and 81 over TCP, UDP and SCTP); then per step: delete the referenced
-objects, apply the step's objects (placeholders substituted), change labels, and poll each
-probe until the observed table equals the expected one or POLL_DEADLINE passes. Afterwards
-every pod is removed through CNI DEL and every object the case made is deleted; the node and
-its daemons stay up for the next case.
+`pod=<name>`, serving 80 and 81 over TCP, UDP and SCTP; spread round-robin over the lab's
+nodes, so on a multi-node lab most probes cross nodes over BGP-learned routes); then per
+step: delete the referenced objects, apply the step's objects (placeholders substituted),
+change labels, and poll each probe until the observed table equals the expected one or
+POLL_DEADLINE passes. Afterwards every pod is removed through CNI DEL and every object the
+case made is deleted; the nodes and their daemons stay up for the next case.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lab.conformance.cases import (
     LabelChange,
     Probe,
     Step,
+    topology_placement,
     topology_pods,
 )
 from lab.conformance.placeholders import substitute
@@ -125,7 +127,12 @@ class CaseRun:
     async def setup(self) -> None:
         await ensure_namespaces(self.lab, self.case.namespaces)
         serve = [(proto, port) for port in SERVED_PORTS for proto in SERVED_PROTOCOLS]
-        specs = [PodSpec(ns, pod, {"pod": pod}, serve) for ns in NAMESPACES for pod in PODS]
+        placement = topology_placement([n.name for n in self.lab.nodes])
+        specs = [
+            PodSpec(ns, pod, {"pod": pod}, serve, placement[f"{ns}/{pod}"])
+            for ns in NAMESPACES
+            for pod in PODS
+        ]
         await create_pods(self.lab, specs)
 
     async def teardown(self) -> None:

@@ -18,6 +18,7 @@ from tests.lab.labkit import (
     force_down,
     host_snapshot,
     make_cli,
+    missing_bgp,
     missing_programs,
     require_root,
 )
@@ -29,6 +30,15 @@ def needs_services() -> None:
     missing = missing_programs()
     if missing:
         reason = f"calico services not available yet: {', '.join(missing)}"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def needs_bgp(needs_services: None) -> None:
+    missing = missing_bgp()
+    if missing:
+        reason = f"BGP for a multi-node lab not available: {', '.join(missing)}"
         print(f"SKIP: {reason}")
         pytest.skip(reason)
 

@@ -53,6 +53,22 @@ def missing_programs() -> list[str]:
     return missing
 
 
+def missing_bgp() -> list[str]:
+    """What a lab running BGP needs beyond missing_programs(): calico-bgpd, its generated
+    status stubs, and BIRD."""
+    from lab.daemons import DaemonError, find_program
+
+    missing = []
+    try:
+        find_program("calico-bgpd")
+    except DaemonError:
+        missing.append("calico-bgpd")
+    if importlib.util.find_spec("calico.bgp") is None:
+        missing.append("calico.bgp.v1 (generated stubs)")
+    missing += [p for p in ("/usr/sbin/bird", "/usr/sbin/birdc") if not os.access(p, os.X_OK)]
+    return missing
+
+
 def host_snapshot() -> dict[str, str]:
     """What must not change in the host's namespace."""
 
@@ -125,7 +141,7 @@ def make_cli(state_dir: Path) -> LabCli:
 
 def force_down(state_dir: Path) -> None:
     """Finalizer: take the lab down even if the test (or `down`) failed."""
-    from lab.lab import bring_down
+    from lab.cluster import bring_down
 
     if (state_dir / "state.json").exists():
         subprocess.run(

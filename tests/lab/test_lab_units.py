@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,3 +248,119 @@ def test_state_round_trip_and_lock(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), locked(other, create=True):
         raise RuntimeError("up failed")
     assert not other.exists()
+
+
+def test_topology_spreads_round_robin_over_nodes() -> None:
+    from lab.conformance.cases import topology_placement
+
+    placement = topology_placement(["node-1", "node-2", "node-3"])
+    assert [placement[k] for k in ("x/a", "x/b", "x/c", "y/a", "z/c")] == [
+        "node-1",
+        "node-2",
+        "node-3",
+        "node-1",
+        "node-3",
+    ]
+    assert set(topology_placement(["node-1"]).values()) == {"node-1"}
+    with pytest.raises(ValueError):
+        topology_placement([])
+
+
+def _nodes(count: int) -> list[Any]:
+    from lab.state import NodeState
+
+    return [NodeState(f"node-{i}", f"ns-{i}", f"10.66.0.{10 + i}") for i in range(1, count + 1)]
+
+
+def test_bgp_objects_and_expected_peers_per_mode() -> None:
+    from lab import bgp
+    from libcalico.resources.validation import validate
+
+    nodes = _nodes(3)
+    assert bgp.default_mode(1, tor=False) == "none"
+    assert bgp.default_mode(1, tor=True) == bgp.default_mode(3, tor=False) == "mesh"
+    mesh = bgp.node_objects(nodes, "mesh")
+    assert [o["spec"]["bgp"]["ipv4Address"] for o in mesh] == [
+        "10.66.0.11/24",
+        "10.66.0.12/24",
+        "10.66.0.13/24",
+    ]
+    assert bgp.mode_objects("mesh", None) == []
+    rr_nodes = bgp.node_objects(nodes, "rr")
+    assert rr_nodes[0]["spec"]["bgp"]["routeReflectorClusterID"] == "244.0.0.1"
+    assert rr_nodes[0]["metadata"]["labels"]["route-reflector"] == "true"
+    assert "routeReflectorClusterID" not in rr_nodes[1]["spec"]["bgp"]
+    rr = {o["metadata"]["name"]: o for o in bgp.mode_objects("rr", 65000)}
+    assert rr["default"]["spec"] == {"nodeToNodeMeshEnabled": False}
+    assert rr["peer-with-route-reflectors"]["spec"] == {
+        "nodeSelector": "all()",
+        "peerSelector": "route-reflector == 'true'",
+    }
+    assert rr["tor"]["spec"] == {"peerIP": "10.66.0.1", "asNumber": 65000}
+    for obj in [*mesh, *rr_nodes, *rr.values()]:
+        validate(obj)  # what the datastore will accept
+
+    assert bgp.expected_peers("none", nodes, tor=False) == {}
+    assert bgp.expected_peers("mesh", nodes, tor=False)["node-2"] == {"10.66.0.11", "10.66.0.13"}
+    peers = bgp.expected_peers("rr", nodes, tor=True)
+    assert peers["node-1"] == {"10.66.0.12", "10.66.0.13", "10.66.0.1"}
+    assert peers["node-3"] == {"10.66.0.11", "10.66.0.1"}
+
+
+def test_bird_from_pidfile_only_names_that_directorys_bird(tmp_path: Path) -> None:
+    from lab.node import bird_from_pidfile
+
+    bird_dir = tmp_path / "bird"
+    bird_dir.mkdir()
+    pidfile = bird_dir / "bird.pid"
+    assert bird_from_pidfile(bird_dir) is None  # no file
+    pidfile.write_text("not a pid\n")
+    assert bird_from_pidfile(bird_dir) is None
+
+    def fake(argv0: str, directory: Path) -> subprocess.Popen[bytes]:
+        # A process whose command line looks like BIRD's (argv[0] and its files' directory).
+        script = "import time; time.sleep(30)"
+        conf = str(directory / "bird.conf")
+        return subprocess.Popen([argv0, "-c", script, conf], executable=sys.executable)
+
+    procs = [fake("bird", bird_dir), fake("bird", tmp_path / "other"), fake("sleep", bird_dir)]
+    try:
+        for proc, wanted in zip(procs, (True, False, False), strict=True):
+            pidfile.write_text(f"{proc.pid}\n")
+            deadline = time.monotonic() + 5
+            while "bird.conf" not in Path(f"/proc/{proc.pid}/cmdline").read_text():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            record = bird_from_pidfile(bird_dir)
+            assert (record is not None) == wanted, (proc.args, record)
+            if record is not None:
+                assert record.pid == proc.pid and is_alive(record)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    assert bird_from_pidfile(bird_dir) is None  # the PID it names is gone
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"nodes": 0}, "--nodes"),
+        ({"nodes": 33}, "--nodes"),
+        ({"bgp_mode": "ibgp"}, "--bgp"),
+        ({"tor": "quagga"}, "--tor"),
+        ({"tor": "bird", "bgp_mode": "none"}, "--tor"),
+        ({"tor": "gobgp", "tor_asn": 0}, "--tor-asn"),
+        ({"datastore": "consul"}, "--datastore"),
+    ],
+)
+def test_bad_lab_options_name_the_field_and_make_nothing(
+    tmp_path: Path, options: dict[str, Any], field: str
+) -> None:
+    from lab.cluster import bring_up
+    from lab.lab import LabError
+
+    state_dir = tmp_path / "lab"
+    with pytest.raises(LabError, match=f"^{field}:" if field != "--tor" else "--tor"):
+        bring_up(state_dir, "bad", **options)
+    assert not state_dir.exists()
