@@ -140,15 +140,29 @@ def test_rendered_parts_follow_the_intent() -> None:
     # The RR's client session and the eBGP ToR session.
     client = text.split("protocol bgp Node_10_66_0_12 {")[1].split("\n}\n")[0]
     assert "rr client;" in client and "rr cluster id 244.0.0.1;" in client
-    assert "calico_export_reflect();" in client and "next hop self" not in client
+    assert "calico_export_reflect();" in peer_filter(text, client, "export")
+    assert "next hop self" not in client
     assert "local 10.66.0.11 port 1790 as 64512;" in client
     assert "neighbor 10.66.0.12 port 1790 as 64512;" in client
     assert "connect retry time 2;" in client and "error wait time 2,2;" in client
     tor = text.split("protocol bgp Global_10_66_0_1_port_1179 {")[1].split("\n}\n")[0]
     assert "neighbor 10.66.0.1 port 1179 as 65000;" in tor
     assert "graceful restart time 300;" in tor and "next hop keep;" in tor
-    assert "'calico_bgpfilter_edge_importV4'(); accept;" in tor
-    assert "calico_export_own(); calico_communities(); 'calico_bgpfilter_edge_exportV4'();" in tor
+    assert "'calico_bgpfilter_edge_importV4'();" in peer_filter(text, tor, "import")
+    assert (
+        "calico_export_own(); calico_communities(); 'calico_bgpfilter_edge_exportV4'();"
+        in peer_filter(text, tor, "export")
+    )
+    # Peers with the same chain share one named filter (BIRD compiles each filter once).
+    assert text.count("\nfilter calico_import_") == len(
+        {peer_filter(text, block, "import") for block in text.split("protocol bgp ")[1:]}
+    )
+
+
+def peer_filter(text: str, protocol: str, direction: str) -> str:
+    """The body of the named filter a protocol block uses for `direction`."""
+    name = protocol.split(f"    {direction} filter ")[1].split(";")[0]
+    return text.split(f"filter {name} {{")[1].split("\n}\n")[0]
 
 
 def test_no_address_renders_no_sessions() -> None:
