@@ -8,7 +8,6 @@ consumer never keeps a stale leftover and never sees a duplicate.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 
@@ -20,6 +19,7 @@ from libcalico.datastore.api import (
     WatchEvent,
 )
 from libcalico.datastore.keys import GROUP_CALICO, GROUP_CORE, GROUP_NETWORKING, resource_prefix
+from libcalico.runtime.tasks import cancel_and_wait
 from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,7 @@ class DatastoreSyncer:
 
     async def close(self) -> None:
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
 
     async def _list_all(self) -> tuple[list[SyncerUpdate], list[int]]:
         """List every prefix; return Updates for all keys and each prefix's list revision."""

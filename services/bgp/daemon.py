@@ -16,13 +16,13 @@ SIGTERM stops the tasks and leaves BIRD running (routes stay while the agent res
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from libcalico.runtime.tasks import cancel_and_wait
 from libcalico.syncer.api import Syncer
 from services.bgp.apply import ApplyResult, ConfigApplier
 from services.bgp.bird_status import ProtocolStatus, parse_show_protocols
@@ -109,12 +109,7 @@ class BGPDaemon:
 
     async def stop(self) -> None:
         """Stop following the datastore; BIRD keeps running."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
         await self.syncer.close()
 
     def request_apply(self) -> None:

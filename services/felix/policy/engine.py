@@ -18,6 +18,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from libcalico.runtime.tasks import cancel_and_wait
 from libcalico.syncer.api import Syncer
 from services.felix.calc import CalcGraph
 from services.felix.calc.model import EndpointPolicy, StateDelta
@@ -78,12 +79,7 @@ class PolicyEngine:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
         await self._syncer.close()
         await self.dataplane.close()
 
