@@ -309,7 +309,7 @@ def report_c(alone: bgp_scale.BirdFigures, project: bgp_scale.BgpdFigures | None
         f"{ms(statistics.median(project.change_to_applied_s))} | includes the syncer |"
     )
     print(
-        f"| BIRD on calico-bgpd's file: `bird -p` + `birdc configure` | {ms(same)} |"
+        f"| BIRD on calico-bgpd's files, same change: `bird -p` + `birdc configure` | {ms(same)} |"
         f" {project.bird.config_bytes / 1e6:.1f} MB file |"
     )
     print(f"| calico-bgpd RSS | {project.rss / 1e6:.1f} MB | |")

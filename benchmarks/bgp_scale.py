@@ -109,11 +109,16 @@ class BirdFigures:
 
 
 def time_bird_on(conf: Path, ctl: Path, runs: int, toggle: Path | None = None,
-                 blocks: list[ipaddress.IPv4Network] | None = None) -> BirdFigures:  # fmt: skip
+                 blocks: list[ipaddress.IPv4Network] | None = None,
+                 variants: list[str] | None = None) -> BirdFigures:  # fmt: skip
     """`bird -p` of `conf` and `birdc configure` of the BIRD on `ctl`, `runs` times each; with
-    `toggle`, that static include gains/loses one route before each configure."""
+    `toggle`, that static include gains/loses one route before each configure; with
+    `variants`, `conf` is rewritten with the next one before each run (the same change the
+    project made, so both sides reconfigure the same difference)."""
     figures = BirdFigures(config_bytes=conf.stat().st_size)
     for run in range(runs):
+        if variants:
+            conf.write_text(variants[run % len(variants)])
         figures.check_s.append(_timed([BIRD, "-p", "-c", str(conf)]))
         if toggle is not None and blocks is not None:
             toggle.write_text(static_routes(blocks, extra=run % 2 == 0))
@@ -220,19 +225,27 @@ def _status(sock: Path) -> object:
         return bgp_pb2_grpc.BGPStatusStub(channel).GetStatus(bgp_pb2.GetStatusRequest(), timeout=10)
 
 
-def _wait_apply(sock: Path, after: float, timeout: float = 120.0) -> object:
-    """The status once a config apply finished after `after` (unix time) succeeded."""
+def _wait_apply(sock: Path, bird_dir: Path, after: float, timeout: float = 120.0) -> object:
+    """The status once a config apply finished after `after` (unix time) succeeded.
+
+    Waits on the file calico-bgpd rewrites after each successful reload (`bird.conf.loaded`)
+    and asks for the status only then: polling GetStatus meanwhile would make calico-bgpd
+    parse `show protocols all` for 1,000 peers while it applies, and time that too.
+    """
+    marker = bird_dir / "bird.conf.loaded"
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            last = _status(sock)
-            apply = last.last_apply  # type: ignore[attr-defined]
-            if apply.finished_unix > after:
-                if not apply.ok:
-                    raise RuntimeError(f"calico-bgpd apply failed: {apply.error}")
-                return last
-        time.sleep(0.05)
+        with contextlib.suppress(FileNotFoundError):
+            if marker.stat().st_mtime > after:
+                with contextlib.suppress(Exception):
+                    last = _status(sock)
+                    apply = last.last_apply  # type: ignore[attr-defined]
+                    if apply.finished_unix > after:
+                        if not apply.ok:
+                            raise RuntimeError(f"calico-bgpd apply failed: {apply.error}")
+                        return last
+        time.sleep(0.01)
     raise RuntimeError(f"no config apply after {timeout:.0f} s (last status: {last})")
 
 
@@ -273,17 +286,25 @@ def calico_bgpd(program: str, peers: int, blocks: int, runs: int, work: Path) ->
     try:
         started = time.time()
         record = start_detached("calico-bgpd-bench", argv, directory / "bgpd.log", env=env)
-        status = _wait_apply(sock, started)
+        status = _wait_apply(sock, bird_dir, started)
         figures.first_apply_s = status.last_apply.duration_seconds  # type: ignore[attr-defined]
+        # The two files calico-bgpd alternates between (extra peer present / absent).
+        texts: dict[bool, str] = {}
         for run in range(runs):
             before = time.time()
             asyncio.run(_touch_peer(db, present=run % 2 == 0))
-            status = _wait_apply(sock, before)
+            status = _wait_apply(sock, bird_dir, before)
             figures.apply_s.append(status.last_apply.duration_seconds)  # type: ignore[attr-defined]
             applied = status.last_apply.finished_unix  # type: ignore[attr-defined]
             figures.change_to_applied_s.append(applied - before)
+            texts[run % 2 == 0] = (bird_dir / "bird.conf").read_text()
         figures.rss = rss_bytes(record.pid)
-        figures.bird = time_bird_on(bird_dir / "bird.conf", bird_dir / "bird.ctl", runs)
+        # BIRD now runs the last run's file: the reference starts with the other one.
+        last = (runs - 1) % 2 == 0
+        variants = [texts[not last], texts[last]] if len(texts) == 2 else None
+        figures.bird = time_bird_on(
+            bird_dir / "bird.conf", bird_dir / "bird.ctl", runs, variants=variants
+        )
         return figures
     finally:
         if record is not None:
