@@ -86,6 +86,11 @@ class ConfigApplier:
     def has_config(self) -> bool:
         return self.current_text is not None
 
+    @property
+    def runs_loaded_config(self) -> bool:
+        """bird.conf is what BIRD last loaded (per bird.conf.loaded): a checked config."""
+        return self.current_sha is not None and self.loaded_sha == self.current_sha
+
     def mark_loaded(self) -> None:
         """BIRD (re)started on bird.conf: it runs the file on disk."""
         if self.current_sha is not None and self.loaded_sha != self.current_sha:

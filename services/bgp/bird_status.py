@@ -33,6 +33,9 @@ class ProtocolStatus:
     bgp_state: str = ""  # "BGP state:" (Established, Active, ...)
     last_error: str = ""
     neighbor_address: str = ""
+    neighbor_port: int = 179
+    neighbor_as: int = 0
+    description: str = ""
     routes_imported: int = 0
     routes_exported: int = 0
 
@@ -65,6 +68,12 @@ def parse_show_protocols(text: str) -> dict[str, ProtocolStatus]:
             current.last_error = value
         elif key == "Neighbor address":
             current.neighbor_address = value
+        elif key == "Neighbor port" and value.isdigit():
+            current.neighbor_port = int(value)
+        elif key == "Neighbor AS" and value.isdigit():
+            current.neighbor_as = int(value)
+        elif key == "Description":
+            current.description = value
         elif key == "Routes":
             counts = {kind: int(n) for n, kind in _ROUTES_RE.findall(value)}
             current.routes_imported += counts.get("imported", 0)

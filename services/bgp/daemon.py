@@ -27,7 +27,7 @@ from libcalico.syncer.api import Syncer
 from services.bgp.apply import ApplyResult, ConfigApplier
 from services.bgp.bird_status import ProtocolStatus, parse_show_protocols
 from services.bgp.birdctl import BirdControlError
-from services.bgp.intent import BGPIntent, PeerIntent, build_intent
+from services.bgp.intent import PEER_TYPES, BGPIntent, PeerIntent, build_intent
 from services.bgp.render import RenderOptions, render_config
 from services.bgp.supervisor import BirdPaths, BirdSupervisor
 from services.bgp.view import ClusterView
@@ -217,8 +217,11 @@ class BGPDaemon:
         return await self.supervisor.start()
 
     def _report_health(self) -> None:
+        # Serving: BIRD runs a configuration that passed `bird -p` (ours, or an adopted one's
+        # a rejected update left in place) and the datastore still feeds us.
         healthy = self.applier.last is not None and self.supervisor.running
-        healthy = healthy and self.running_intent is not None and self.failed is None
+        runs_checked_config = self.running_intent is not None or self.applier.runs_loaded_config
+        healthy = healthy and runs_checked_config and self.failed is None
         if healthy != self._healthy:
             self._healthy = healthy
             if self._on_health is not None:
@@ -245,10 +248,15 @@ class BGPDaemon:
             notes.append("waiting for the datastore snapshot")
         elif intent is None:
             notes.append("no configuration applied yet")
-        peers = tuple(
-            PeerStatus(peer, protocols.get(peer.protocol))
-            for peer in (intent.peers if intent else ())
-        )
+        if intent is not None:
+            peers = tuple(PeerStatus(p, protocols.get(p.protocol)) for p in intent.peers)
+        else:
+            # BIRD adopted from an earlier calico-bgpd and no configuration of ours applied
+            # yet (say the first was rejected): BIRD still runs the last good one, whose
+            # sessions its own listing names.
+            peers = tuple(
+                PeerStatus(peer_from_bird(p), p) for p in protocols.values() if p.proto == "BGP"
+            )
         return DaemonStatus(
             node=self.settings.node,
             in_sync=self.view.in_sync,
@@ -260,3 +268,23 @@ class BGPDaemon:
             peers=peers,
             notes=tuple(notes),
         )
+
+
+def peer_from_bird(protocol: ProtocolStatus) -> PeerIntent:
+    """A session as BIRD reports it, for a configuration whose intent this process never held.
+
+    The type comes from the `description` calico-bgpd renders ("<type> [<node>]")."""
+    peer_type = next(
+        (t for t in PEER_TYPES if protocol.description.startswith(t)), "unknown (from BIRD)"
+    )
+    node = protocol.description[len(peer_type) :].strip() or None
+    # BIRD lists "Neighbor port" only when it is not 179; our names carry it too.
+    _, has_port, port = protocol.name.rpartition("_port_")
+    return PeerIntent(
+        protocol=protocol.name,
+        address=protocol.neighbor_address,
+        port=int(port) if has_port and port.isdigit() else protocol.neighbor_port,
+        as_number=protocol.neighbor_as,
+        type=peer_type,
+        node=node if peer_type in PEER_TYPES else None,
+    )

@@ -48,6 +48,9 @@ TYPE_GLOBAL = "global"
 TYPE_NODE = "node specific"
 TYPE_RR_CLIENT = "route reflector client"  # this node reflects routes to the peer
 TYPE_RR = "route reflector"  # the peer reflects routes to this node
+# Longest first: a description is matched by prefix ("route reflector client" before
+# "route reflector").
+PEER_TYPES = (TYPE_RR_CLIENT, TYPE_MESH, TYPE_NODE, TYPE_RR, TYPE_GLOBAL)
 
 NEXT_HOP_SELF = "self"
 NEXT_HOP_KEEP = "keep"

@@ -219,5 +219,5 @@ def test_kill_bird_is_restarted_and_session_returns(cluster: Cluster) -> None:
     # A change after the restart still reaches the kernels (recovery has ended).
     lab.write(block_updates("10.200.4.0/26", lab.node(0)))
     assert lab.wait_route(1, "10.200.4.0/26")["gateway"] == lab.address(0)
-    assert lab.kernel_route(0, "10.200.4.0/26")["type"] == "blackhole"
+    assert lab.wait_route(0, "10.200.4.0/26")["type"] == "blackhole"
     assert "BIRD exited; restarting" in lab.log_tail(0, 60)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from services.bgp.bird_status import parse_show_protocols
 from services.bgp.birdctl import BirdReply, _parse_line
+from services.bgp.daemon import peer_from_bird
 
 DATA = Path(__file__).parent / "data"
 
@@ -75,3 +77,24 @@ def test_cli_protocol_lines() -> None:
     assert not reply.ok and reply.message() == "x:2:1 syntax error"
     assert reply.text == "Reading configuration from x\nx:2:1 syntax error"
     assert BirdReply(3, ((2, "Reading"), (3, "Reconfigured"))).ok
+
+
+def test_peer_from_bird_listing_alone() -> None:
+    """An adopted BIRD whose config this calico-bgpd never applied: its sessions are named
+    from BIRD's own listing (the description calico-bgpd rendered gives the type)."""
+    mesh = parse_show_protocols(load("established"))["Mesh_10_66_0_12"]
+    assert (mesh.description, mesh.neighbor_as) == ("node-to-node mesh", 64512)
+    peer = peer_from_bird(mesh)
+    assert (peer.protocol, peer.address, peer.port, peer.as_number, peer.type) == (
+        "Mesh_10_66_0_12",
+        "10.66.0.12",
+        179,
+        64512,
+        "node-to-node mesh",
+    )
+    client = replace(
+        mesh, name="Node_10_66_0_13_port_1790", description="route reflector client node-3"
+    )
+    peer = peer_from_bird(client)
+    assert (peer.type, peer.node, peer.port) == ("route reflector client", "node-3", 1790)
+    assert peer_from_bird(replace(mesh, description="")).type == "unknown (from BIRD)"
