@@ -5,6 +5,7 @@
                   [--typha]
     calico-lab status [--json]
     calico-lab node status NODE [-o json]   calicoctl node status of that node's calico-bgpd
+    calico-lab node restart NODE calico-bgpd|calico-felix|calico-ipamd [--kill] [--env K=V]...
     calico-lab pod run NS/NAME [--node NODE] [--labels k=v,...] [--serve tcp:80,udp:80,...]
     calico-lab pod rm NS/NAME...
     calico-lab pod label NS/NAME k=v,...[,k-]
@@ -34,9 +35,9 @@ from pathlib import Path
 
 from lab import bgp
 from lab.cluster import MAX_NODES, bring_down, bring_up
-from lab.daemons import find_program
+from lab.daemons import DaemonError, find_program
 from lab.lab import DATAPLANES, DATASTORES, DEFAULT_POOL, Lab, LabError
-from lab.node import BIRD
+from lab.node import BGPD, BIRD, RESTARTABLE
 from lab.state import STATE_ENV, LabStateError, locked, resolve_state_dir
 
 EXIT_OK = 0
@@ -76,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     nstatus = node.add_parser("status", help="`calicoctl node status` against a node's calico-bgpd")
     nstatus.add_argument("node", nargs="?", default=None, help="node name (default node-1)")
     nstatus.add_argument("-o", "--output", choices=("table", "json"), default=None)
+    restart = node.add_parser(
+        "restart", help="stop one of a node's daemons (SIGTERM, or SIGKILL) and start it again"
+    )
+    restart.add_argument("node", help="node name, e.g. node-2")
+    restart.add_argument("service", choices=RESTARTABLE)
+    restart.add_argument(
+        "--kill", action="store_true", help="SIGKILL instead of SIGTERM, as a crash would"
+    )
+    restart.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="extra environment for the new process (repeatable), e.g. "
+        "CALICO_BGPD_EXTRA_CONFIG_FILE=/path",
+    )
 
     pod = sub.add_parser("pod", help="pods").add_subparsers(dest="pod_command", required=True)
     run = pod.add_parser("run", help="create a pod")
@@ -224,8 +241,51 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def parse_env(items: list[str]) -> dict[str, str]:
+    """["K=V", ...] -> {K: V}; LabError naming the entry that is not K=V."""
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise LabError(f"--env: expected K=V with K a variable name, got {item!r}")
+        env[key] = value
+    return env
+
+
+def cmd_node_restart(args: argparse.Namespace) -> int:
+    """`node restart`: one daemon stopped and started again as `up` does (the new PID is
+    recorded, so `down` stops it)."""
+    env = parse_env(args.env)
+    state_dir, _ = _state_dir(args)
+    with locked(state_dir):
+        lab = Lab.load(state_dir)
+        node = lab.node(args.node)
+        try:
+            old = node.restart(
+                args.service,
+                lab.datastore_env(),
+                lab.state.dataplane,
+                lab.state.typha,
+                kill=args.kill,
+                extra_env=env,
+            )
+        except DaemonError as exc:
+            raise LabError(str(exc)) from None
+        finally:
+            lab.save()
+    new = node.state.processes[args.service]
+    how = "killed" if args.kill else "stopped"
+    before = f"pid {old.pid} {how}" if old else "was not running"
+    print(f"{args.service} on {node.name}: {before}; started pid {new.pid}")
+    if args.service == BGPD:
+        print(f"{BIRD} on {node.name}: pid {node.state.processes[BIRD].pid}")
+    return EXIT_OK
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     """`node status`: calicoctl's own output and exit status, for that node's calico-bgpd."""
+    if args.node_command == "restart":
+        return cmd_node_restart(args)
     state_dir, _ = _state_dir(args)
     lab = Lab.load(state_dir)
     node = lab.node(args.node)

@@ -9,7 +9,9 @@ nodes is a list of these (each with its own namespace, sockets and logs under no
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 from lab import netns
 from lab.cni import install_plugins, netconf
 from lab.daemons import DaemonError, launch_daemon, wait_listening
-from lab.processes import ProcessRecord, is_alive, log_tail, process_start_time, stop
+from lab.processes import ProcessRecord, is_alive, log_tail, process_start_time, reap, stop
 from lab.state import NodeState
 
 IPAMD = "calico-ipamd"
@@ -29,6 +31,10 @@ DAEMONS = (IPAMD, FELIX)  # on every node; BGPD and BIRD only when the lab runs 
 # starts a moment later would keep the lab waiting. calico-bgpd renders this knob.
 BGPD_ENV = {"CALICO_BGP_CONNECT_RETRY": "1"}
 BIRD_PID_TIMEOUT = 20.0
+SOCKET_FILES = {IPAMD: "ipamd.sock", FELIX: "felix.sock", BGPD: "bgpd.sock"}
+LOG_FILES = {IPAMD: "ipamd.log", FELIX: "felix.log", BGPD: "bgpd.log"}
+RESTARTABLE = (BGPD, FELIX, IPAMD)  # what `node restart` takes (BIRD is calico-bgpd's job)
+KILL_TIMEOUT = 5.0
 
 
 def bird_from_pidfile(bird_dir: Path) -> ProcessRecord | None:
@@ -118,47 +124,43 @@ class LabNode:
         """Start calico-ipamd, calico-felix and (with `bgp`) calico-bgpd without waiting for
         them; each is recorded in the node's state as soon as it runs. Felix and calico-bgpd
         read through Typha at `typha` (host:port) when given."""
+        for name in (*DAEMONS, BGPD) if bgp else DAEMONS:
+            self.launch(name, datastore_env, dataplane, typha)
+
+    def launch(
+        self,
+        name: str,
+        datastore_env: Mapping[str, str],
+        dataplane: str | None,
+        typha: str = "",
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Start one daemon (calico-ipamd, calico-felix or calico-bgpd) without waiting and
+        record it; `extra_env` is laid over its environment (`node restart --env`)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         common = {**datastore_env, "NODENAME": self.name}
         through_typha = {"TYPHA_ADDR": typha} if typha else {}
-        ipam_sock = self.dir / "ipamd.sock"
-        self.state.sockets[IPAMD] = str(ipam_sock)
-        self.state.processes[IPAMD] = launch_daemon(
-            IPAMD,
-            ["--socket", str(ipam_sock), "--nodename", self.name],
-            ipam_sock,
-            self.dir / "ipamd.log",
-            common,
-        )
-        felix_sock = self.dir / "felix.sock"
-        self.state.sockets[FELIX] = str(felix_sock)
-        felix_args = ["--socket", str(felix_sock), "--nodename", self.name]
-        if dataplane:
-            felix_args += ["--dataplane", dataplane]
-        self.state.processes[FELIX] = launch_daemon(
-            FELIX,
-            felix_args,
-            felix_sock,
-            self.dir / "felix.log",
-            {**common, "CALICO_FELIX_SOCKET": str(felix_sock), **through_typha},
-        )
-        if not bgp:
-            return
-        bgpd_sock = self.dir / "bgpd.sock"
-        self.state.sockets[BGPD] = str(bgpd_sock)
-        self.bird_dir.mkdir(parents=True, exist_ok=True)
-        self.state.processes[BGPD] = launch_daemon(
-            BGPD,
-            ["--socket", str(bgpd_sock), "--nodename", self.name, "--bird-dir", str(self.bird_dir)],
-            bgpd_sock,
-            self.dir / "bgpd.log",
-            {
+        sock = self.dir / SOCKET_FILES[name]
+        args = ["--socket", str(sock), "--nodename", self.name]
+        if name == IPAMD:
+            env = common
+        elif name == FELIX:
+            if dataplane:
+                args += ["--dataplane", dataplane]
+            env = {**common, "CALICO_FELIX_SOCKET": str(sock), **through_typha}
+        else:
+            self.bird_dir.mkdir(parents=True, exist_ok=True)
+            args += ["--bird-dir", str(self.bird_dir)]
+            env = {
                 **common,
                 **BGPD_ENV,
-                "CALICO_BGPD_SOCKET": str(bgpd_sock),
+                "CALICO_BGPD_SOCKET": str(sock),
                 "CALICO_BIRD_DIR": str(self.bird_dir),
                 **through_typha,
-            },
+            }
+        self.state.sockets[name] = str(sock)
+        self.state.processes[name] = launch_daemon(
+            name, args, sock, self.dir / LOG_FILES[name], {**env, **(extra_env or {})}
         )
 
     def wait_daemons(self) -> None:
@@ -185,6 +187,39 @@ class LabNode:
             f"(no live bird in {self.bird_dir / 'bird.pid'}):\n"
             f"{log_tail(bgpd.log)}\n{log_tail(self.bird_dir / 'bird.log', 1000)}"
         )
+
+    def restart(
+        self,
+        name: str,
+        datastore_env: Mapping[str, str],
+        dataplane: str | None,
+        typha: str = "",
+        kill: bool = False,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> ProcessRecord | None:
+        """Stop one daemon (SIGTERM by its recorded PID, or with `kill` SIGKILL, as a crash
+        would) and start it again as `up` does, inside the node's namespace; waits until it
+        listens (and, for calico-bgpd, until bird.pid names a live BIRD, which it adopts or
+        starts). Returns the record of the process stopped (None when none ran). The caller
+        saves the state, also when this raises: the new PID is recorded at once."""
+        if name not in RESTARTABLE:
+            raise DaemonError(f"service {name!r}: expected one of {', '.join(RESTARTABLE)}")
+        if name == BGPD and not self.bgpd_socket:
+            raise DaemonError(f"{self.name} runs no {BGPD} (the lab is up with --bgp none)")
+        old = self.state.processes.get(name)
+        if old is not None and is_alive(old):
+            gone = _kill(old) if kill else stop(old)
+            if not gone:
+                raise DaemonError(f"{name} on {self.name} (pid {old.pid}) did not stop")
+        else:
+            old = None
+        with netns.inside(self.netns_path):
+            self.launch(name, datastore_env, dataplane, typha, extra_env)
+        record = self.state.processes[name]
+        wait_listening(record, Path(self.state.sockets[name]))
+        if name == BGPD:
+            self.state.processes[BIRD] = self._wait_bird(record)
+        return old
 
     def install_cni(self) -> None:
         self.state.cni_bin_dir = str(install_plugins(self.dir / "cni-bin"))
@@ -222,3 +257,16 @@ class LabNode:
         if current is None or stop(current):
             return []
         return [f"{BIRD} on {self.name} (pid {current.pid}, from bird.pid)"]
+
+
+def _kill(record: ProcessRecord) -> bool:
+    """SIGKILL, as a crash: no clean-up handler runs. True once the process is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_TIMEOUT
+    while is_alive(record):
+        reap(record.pid)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
