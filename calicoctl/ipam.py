@@ -3,7 +3,7 @@
 ipam show [--show-blocks] [-o json]       pools with size and use (and every block)
 ipam check [-o json] [--report FILE]      consistency report (leaks, orphan blocks, ...)
 ipam release --ip IP | --from-report FILE release one address, or a report's leaks
-ipam configure --strictaffinity=true|false
+ipam configure [--strictaffinity=true|false] [--max-blocks-per-host=N]
 """
 
 from __future__ import annotations
@@ -182,7 +182,19 @@ async def _configure(ds: Datastore, args: argparse.Namespace) -> int:
         spec = dict(current.get("spec") or {})
     except ResourceNotFoundError:
         spec = {}
-    spec["strictAffinity"] = args.strictaffinity
+    changed = []
+    if args.strictaffinity is not None:
+        spec["strictAffinity"] = args.strictaffinity
+        changed.append(f"strictAffinity={str(args.strictaffinity).lower()}")
+    if args.max_blocks_per_host is not None:
+        spec["maxBlocksPerHost"] = args.max_blocks_per_host  # validated (>= 0) by apply
+        changed.append(f"maxBlocksPerHost={args.max_blocks_per_host}")
+    if not changed:
+        print(
+            "calicoctl ipam configure: give --strictaffinity and/or --max-blocks-per-host",
+            file=sys.stderr,
+        )
+        return 1
     await client.apply(
         {
             "apiVersion": "projectcalico.org/v3",
@@ -191,7 +203,7 @@ async def _configure(ds: Datastore, args: argparse.Namespace) -> int:
             "spec": spec,
         }
     )
-    print(f"IPAM configuration updated: strictAffinity={str(args.strictaffinity).lower()}")
+    print(f"IPAM configuration updated: {', '.join(changed)}")
     return 0
 
 
@@ -224,5 +236,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     release.set_defaults(func=_run(_release))
 
     configure = commands.add_parser("configure", help="change the IPAM configuration")
-    configure.add_argument("--strictaffinity", type=_bool_arg, required=True, metavar="true|false")
+    configure.add_argument("--strictaffinity", type=_bool_arg, metavar="true|false")
+    configure.add_argument(
+        "--max-blocks-per-host", type=int, metavar="N", help="blocks a node may claim (0: no limit)"
+    )
     configure.set_defaults(func=_run(_configure))

@@ -229,9 +229,15 @@ async def test_calicoctl_show_release_and_configure(
     assert conf.returncode == 0, conf.stderr
     bad = calicoctl(datastore_env, "configure", "--strictaffinity=maybe")
     assert bad.returncode != 0
+    assert calicoctl(datastore_env, "configure").returncode == 1  # nothing to change
+    negative = calicoctl(datastore_env, "configure", "--max-blocks-per-host=-1")
+    assert negative.returncode == 1 and "maxBlocksPerHost" in negative.stderr, negative.stderr
+    limit = calicoctl(datastore_env, "configure", "--max-blocks-per-host=2")
+    assert limit.returncode == 0 and "maxBlocksPerHost=2" in limit.stdout, limit.stderr
     stored = json.loads(
         (
             await datastore.get("/calico/resources/v3/projectcalico.org/ipamconfigurations/default")
         ).value
     )
     assert stored["spec"]["strictAffinity"] is True
+    assert stored["spec"]["maxBlocksPerHost"] == 2
