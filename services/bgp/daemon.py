@@ -4,9 +4,10 @@ Three tasks:
 - consume: applies syncer batches to the ClusterView; once in sync, every change wakes the
   apply task.
 - apply: builds the intent, renders, and hands the text to the ConfigApplier. A change applies
-  at once unless the previous apply finished less than `debounce` seconds ago (then it waits
-  out the rest): single changes are fast, bursts are batched. Updates arriving during an apply
-  are taken by the next one.
+  at once unless the previous reload finished less than its own duration (at least
+  `debounce` seconds) ago; then it waits out the rest: single changes are fast, bursts are
+  batched, and BIRD spends at most about half its time reloading however large the config.
+  Updates arriving during an apply are taken by the next one.
 - watch: every `poll_interval` checks BIRD is alive and starts it again if not (backing off
   while it keeps failing to start).
 
@@ -34,7 +35,7 @@ from services.bgp.view import ClusterView
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEBOUNCE_S = 0.05
+DEFAULT_DEBOUNCE_S = 0.01
 DEFAULT_POLL_S = 0.5
 RETRY_AFTER_FAILURE_S = 2.0
 MAX_START_BACKOFF_S = 10.0
@@ -91,6 +92,7 @@ class BGPDaemon:
         self._changed = asyncio.Event()
         self._apply_lock = asyncio.Lock()
         self._last_apply_end = 0.0
+        self._last_reload_seconds = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._start_backoff = 0.0
         self._next_start_attempt = 0.0
@@ -134,7 +136,8 @@ class BGPDaemon:
     async def _apply_loop(self) -> None:
         while True:
             await self._changed.wait()
-            wait = self._last_apply_end + self.settings.debounce - time.monotonic()
+            gap = max(self.settings.debounce, self._last_reload_seconds)
+            wait = self._last_apply_end + gap - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             self._changed.clear()
@@ -143,7 +146,11 @@ class BGPDaemon:
             except Exception:
                 log.exception("apply failed")
                 result = None
-            self._last_apply_end = time.monotonic()
+            if result is None or not result.ok or result.reloaded:
+                # The pause paces BIRD reloads; a render that changed nothing (say a
+                # pending block claim, confirmed a moment later) must not delay the next.
+                self._last_apply_end = time.monotonic()
+                self._last_reload_seconds = result.duration_seconds if result else 0.0
             if result is None or (not result.ok and not self.applier.remembered(result)):
                 # A passing failure (BIRD restarting, I/O): try again soon.
                 asyncio.get_running_loop().call_later(RETRY_AFTER_FAILURE_S, self.request_apply)
