@@ -102,6 +102,26 @@ def kernel_routes(netns: str) -> dict[str, str]:
     }
 
 
+def settled_sessions(lab: FaultsLab) -> dict[str, dict[str, tuple[str, str]]]:
+    """Every node's sessions once all are Established and two readings 0.5 s apart agree.
+
+    BIRD reports a BGP session Established a moment before its protocol's "since" takes its
+    final value (seen: 1 ms apart), so a single reading is no baseline for "not flapped"."""
+    wait_until(lambda: all(all_established(lab, n) for n in NODES), "every session Established")
+    previous: dict[str, dict[str, tuple[str, str]]] = {}
+
+    def stable() -> bool:
+        nonlocal previous
+        time.sleep(0.5)
+        current = {node: lab.sessions(node) for node in NODES}
+        same = current == previous
+        previous = current
+        return same
+
+    wait_until(stable, "session states unchanged for 0.5 s")
+    return previous
+
+
 def wait_until(check: Callable[[], object], what: str, timeout: float = CONVERGE) -> float:
     started = time.monotonic()
     while not check():
@@ -226,8 +246,7 @@ def test_node_restart_refuses_bad_input_and_changes_nothing(lab: FaultsLab) -> N
 
 
 def test_kill_bgpd_under_probing_loses_no_probe_and_no_session(lab: FaultsLab) -> None:
-    wait_until(lambda: all(all_established(lab, n) for n in NODES), "every session Established")
-    before = {node: lab.sessions(node) for node in NODES}
+    before = settled_sessions(lab)
     bird = lab.bird_pid("node-2")
     prober = Prober(lab.state_dir)
     try:
@@ -297,8 +316,7 @@ def test_rejected_config_keeps_the_old_one_running_and_shows_the_error(lab: Faul
     extra.write_text("")
     lab.cli("node", "restart", "node-2", BGPD, "--env", f"{EXTRA_CONFIG_ENV}={extra}")
     wait_until(lambda: lab.status("node-2")["last_apply"]["ok"], "a good config first")
-    wait_until(lambda: all(all_established(lab, n) for n in NODES), "every session Established")
-    sessions = {node: lab.sessions(node) for node in NODES}
+    sessions = settled_sessions(lab)
     bird = lab.bird_pid("node-2")
     conf = lab.state_dir / "nodes" / "node-2" / "bird" / "bird.conf"
     good = conf.read_text()
@@ -372,8 +390,7 @@ def _apply(lab: FaultsLab, obj: dict[str, Any]) -> None:
 def test_restart_into_a_rejected_config_keeps_bird_and_shows_the_error(lab: FaultsLab) -> None:
     """calico-bgpd restarted with a configuration BIRD rejects from its first apply on (the
     extra file already bad): BIRD runs on as it was, the error is in `node status`."""
-    wait_until(lambda: all(all_established(lab, n) for n in NODES), "every session Established")
-    sessions = {node: lab.sessions(node) for node in NODES}
+    sessions = settled_sessions(lab)
     bird = lab.bird_pid("node-2")
     conf = lab.state_dir / "nodes" / "node-2" / "bird" / "bird.conf"
     good = conf.read_text()
