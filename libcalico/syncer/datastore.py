@@ -18,13 +18,21 @@ from libcalico.datastore.api import (
     ResyncRequiredError,
     WatchEvent,
 )
-from libcalico.datastore.keys import GROUP_CALICO, GROUP_CORE, GROUP_NETWORKING, resource_prefix
+from libcalico.datastore.keys import (
+    GROUP_CALICO,
+    GROUP_CORE,
+    GROUP_NETWORKING,
+    ipam_block_prefix,
+    resource_prefix,
+)
 from libcalico.runtime.tasks import cancel_and_wait
 from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
 
 log = logging.getLogger(__name__)
 
-# What Felix's calculation graph needs.
+# What Felix needs: the calculation graph's policy inputs, and for the VXLAN overlay the
+# nodes (their VTEPs), the pools (their encapsulation) and the IPv4 IPAM blocks (which node
+# each block is affine to: where its traffic goes).
 FELIX_PREFIXES: tuple[str, ...] = (
     resource_prefix(GROUP_CALICO, "workloadendpoints"),
     resource_prefix(GROUP_CALICO, "networkpolicies"),
@@ -36,6 +44,9 @@ FELIX_PREFIXES: tuple[str, ...] = (
     resource_prefix(GROUP_CORE, "serviceaccounts"),
     resource_prefix(GROUP_CORE, "pods"),
     resource_prefix(GROUP_NETWORKING, "networkpolicies"),
+    resource_prefix(GROUP_CALICO, "nodes"),
+    resource_prefix(GROUP_CALICO, "ippools"),
+    ipam_block_prefix(4),
 )
 
 # Events arriving within this window are delivered as one batch (fewer dataplane applies).
