@@ -8,11 +8,16 @@ pending deletions), worker and datastore.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from libcalico.config import DatastoreConfig
 from libcalico.datastore import connect
 from libcalico.runtime import ServiceRuntime
+from libcalico.runtime.tasks import cancel_and_wait
+from libcalico.syncer.api import Syncer
+from libcalico.syncer.selection import create_syncer
 from services.felix.endpoint_api import SERVICE_NAME, EndpointsServicer, add_to_server
 from services.felix.endpoint_dataplane import (
     EndpointDataplane,
@@ -26,6 +31,8 @@ from services.felix.pod_cache import PodCache
 from services.felix.policy.agent import start_policy_engine
 from services.felix.policy.engine import DEFAULT_REFRESH_INTERVAL_S
 from services.felix.status_api import serve_status
+from services.felix.syncer_tap import ObservedSyncer
+from services.felix.vxlan.manager import VxlanManager
 from services.felix.workload_endpoints import WorkloadEndpointStore
 
 log = logging.getLogger(__name__)
@@ -47,14 +54,21 @@ async def build_felix(
     datastore = await connect(ds_config)
     runtime.on_shutdown(datastore.close)
     dataplane: EndpointDataplane = KnownEndpointsDataplane()
+    # One syncer stream feeds the policy engine and, beside it, the VXLAN manager.
+    vxlan = VxlanManager(datastore, node, refresh_interval)
+    vxlan.start()
+    runtime.on_shutdown(vxlan.stop)
+    syncer = ObservedSyncer(create_syncer(datastore, node, "felix"), [vxlan.observe])
     if policy_dataplane is not None:
         # Policy first: an ADD is answered only once its endpoint's rules are in the kernel.
         engine = await start_policy_engine(
-            datastore, node, policy_dataplane, refresh_interval=refresh_interval
+            datastore, node, policy_dataplane, refresh_interval=refresh_interval, syncer=syncer
         )
         runtime.on_shutdown(engine.stop)
         serve_status(runtime, engine)
         dataplane = PolicyEngineDataplane(engine)
+    else:
+        runtime.on_shutdown(_drain(syncer))
     worker = PlumbingWorker()
     await worker.start()
     runtime.on_shutdown(worker.close)
@@ -81,3 +95,20 @@ async def build_felix(
     runtime.on_shutdown(manager.close)
     runtime.add(EndpointsServicer(manager), add_to_server, SERVICE_NAME)
     return manager
+
+
+def _drain(syncer: Syncer) -> Callable[[], Awaitable[None]]:
+    """Without a policy engine nothing else reads the syncer: read it for the observers.
+    Returns the stop hook."""
+
+    async def consume() -> None:
+        async for _batch in syncer.updates():
+            pass
+
+    task = asyncio.create_task(consume(), name="felix-syncer")
+
+    async def stop() -> None:
+        await cancel_and_wait([task])
+        await syncer.close()
+
+    return stop

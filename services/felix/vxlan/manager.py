@@ -1,0 +1,122 @@
+"""The VXLAN manager: keeps this node's VTEP published and its overlay programmed.
+
+It observes the Felix syncer's batches (`observe`), and on every change, and every refresh
+interval, (1) makes sure the Node carries a VTEP address from a VXLAN pool when there is one
+(tunnel_addr), (2) computes the intent (intent.compute) and (3) reconciles the kernel with it
+(kernel.VxlanKernel). A failed round is logged and retried; the periodic round counts the
+repairs it had to make (drift: a route flushed by hand comes back within the interval).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from libcalico.datastore import Datastore
+from libcalico.runtime.tasks import cancel_and_wait
+from libcalico.syncer.api import SyncerUpdate
+from services.felix.vxlan.intent import VxlanIntent, compute
+from services.felix.vxlan.kernel import VxlanKernel
+from services.felix.vxlan.tunnel_addr import ensure_vtep
+from services.felix.vxlan.view import VxlanView
+
+log = logging.getLogger(__name__)
+
+_RETRY_DELAY_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class VxlanStatus:
+    enabled: bool  # a VXLAN pool exists and this node's device is programmed
+    routes: int
+    rounds: int
+    last_repairs: int
+    last_error: str
+
+
+class VxlanManager:
+    def __init__(self, datastore: Datastore, node: str, refresh_interval: float) -> None:
+        self.view = VxlanView()
+        self._datastore = datastore
+        self._node = node
+        self._refresh_interval = refresh_interval
+        self._kernel = VxlanKernel()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._published_pools: tuple[str, ...] | None = None
+        self.intent = VxlanIntent()
+        self.rounds = 0
+        self.last_repairs = 0
+        self.last_error = ""
+
+    def observe(self, batch: list[SyncerUpdate]) -> None:
+        if self.view.apply(batch) and self.view.in_sync:
+            self._changed.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="felix-vxlan")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait([self._task])
+        await self._kernel.close()
+
+    def status(self) -> VxlanStatus:
+        return VxlanStatus(
+            enabled=self.intent.device is not None,
+            routes=len(self.intent.routes),
+            rounds=self.rounds,
+            last_repairs=self.last_repairs,
+            last_error=self.last_error,
+        )
+
+    async def _run(self) -> None:
+        while True:
+            periodic = False
+            try:
+                await asyncio.wait_for(self._changed.wait(), self._refresh_interval)
+            except TimeoutError:
+                periodic = True
+            self._changed.clear()
+            if not self.view.in_sync:
+                continue
+            try:
+                changes = await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("vxlan: programming failed; retrying")
+                self.last_error = str(exc) or type(exc).__name__
+                await asyncio.sleep(_RETRY_DELAY_S)
+                self._changed.set()
+                continue
+            self.last_error = ""
+            self.rounds += 1
+            if periodic:
+                self.last_repairs = changes
+                if changes:
+                    log.warning("vxlan: refresh repaired %d differences in the kernel", changes)
+
+    async def _round(self) -> int:
+        pools = tuple(sorted(str(p.cidr) for p in self.view.vxlan_pools()))
+        me = self.view.nodes.get(self._node)
+        published = me is not None and me.vtep_ip is not None
+        if pools != self._published_pools or published != bool(pools):
+            # The Node update that follows comes back through the syncer and triggers the
+            # round that programs the device.
+            await ensure_vtep(self._datastore, self._node, pools)
+            self._published_pools = pools
+        self.intent = compute(self.view, self._node)
+        return await self._kernel.reconcile(self.intent)
+
+
+async def start_vxlan_manager(
+    datastore: Datastore, node: str, refresh_interval: float
+) -> VxlanManager:
+    manager = VxlanManager(datastore, node, refresh_interval)
+    manager.start()
+    return manager
+
+
+__all__ = ["VxlanManager", "VxlanStatus", "start_vxlan_manager"]

@@ -1,0 +1,154 @@
+"""VxlanView: the nodes, pools and IPAM blocks the Felix syncer delivered, reduced to what the
+overlay needs. A value that does not parse counts as absent (logged with its key): the view
+never holds half an object.
+
+Routing follows each block's own `affinity` field ("host:<node>"), as Calico's Felix does; the
+separate affinity keys are not needed here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from libcalico.datastore.keys import (
+    GROUP_CALICO,
+    RESOURCE_PREFIX,
+    ipam_block_prefix,
+    parse_resource_key,
+)
+from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
+
+log = logging.getLogger(__name__)
+
+_BLOCK_PREFIX_V4 = ipam_block_prefix(4)
+ENCAP_NEVER = "Never"
+ENCAP_ALWAYS = "Always"
+ENCAP_CROSS_SUBNET = "CrossSubnet"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeVtep:
+    name: str
+    address: str | None  # the bare address of spec.bgp.ipv4Address ("10.66.0.11")
+    vtep_ip: str | None  # spec.ipv4VXLANTunnelAddr
+    vtep_mac: str | None  # spec.vxlanTunnelMACAddr
+
+
+@dataclass(frozen=True, slots=True)
+class PoolEncap:
+    name: str
+    cidr: ipaddress.IPv4Network | ipaddress.IPv6Network
+    vxlan_mode: str
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOwner:
+    cidr: ipaddress.IPv4Network
+    node: str | None
+
+
+def parse_node(obj: dict[str, Any]) -> NodeVtep:
+    spec = obj.get("spec") or {}
+    bgp = spec.get("bgp") or {}
+    address = bgp.get("ipv4Address") or None
+    vtep_ip = spec.get("ipv4VXLANTunnelAddr") or None
+    vtep_mac = spec.get("vxlanTunnelMACAddr") or None
+    return NodeVtep(
+        name=str(obj["metadata"]["name"]),
+        address=str(ipaddress.ip_interface(address).ip) if address else None,
+        vtep_ip=str(ipaddress.ip_address(vtep_ip)) if vtep_ip else None,
+        vtep_mac=str(vtep_mac).lower() if vtep_mac else None,
+    )
+
+
+def parse_pool(obj: dict[str, Any]) -> PoolEncap:
+    spec = obj["spec"]
+    return PoolEncap(
+        name=str(obj["metadata"]["name"]),
+        cidr=ipaddress.ip_network(spec["cidr"], strict=False),
+        vxlan_mode=str(spec.get("vxlanMode") or ENCAP_NEVER),
+        disabled=bool(spec.get("disabled", False)),
+    )
+
+
+def parse_block(raw: bytes) -> BlockOwner:
+    data = json.loads(raw)
+    affinity = str(data.get("affinity") or "")
+    node = affinity[len("host:") :] if affinity.startswith("host:") else None
+    return BlockOwner(ipaddress.IPv4Network(data["cidr"]), node)
+
+
+class VxlanView:
+    """Nodes, pools and IPv4 blocks by key; `apply(batch)` returns whether anything changed."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeVtep] = {}
+        self.pools: dict[str, PoolEncap] = {}
+        self.blocks: dict[str, BlockOwner] = {}
+        self.in_sync = False
+
+    def apply(self, batch: Iterable[SyncerUpdate]) -> bool:
+        changed = False
+        for update in batch:
+            if isinstance(update, InSync):
+                changed = changed or not self.in_sync
+                self.in_sync = True
+            elif isinstance(update, Update | Delete):
+                value = update.value if isinstance(update, Update) else None
+                changed = self._put(update.key, value) or changed
+        return changed
+
+    def _put(self, key: str, value: bytes | None) -> bool:
+        target = self._target(key)
+        if target is None:
+            return False
+        table, name, parse = target
+        parsed = None
+        if value is not None:
+            try:
+                parsed = parse(value)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                # What cannot be read counts as absent: any earlier value of the key goes.
+                log.warning("vxlan: ignoring unparsable %s: %s", key, exc)
+        return _set(table, name, parsed)
+
+    def _target(self, key: str) -> tuple[dict[str, Any], str, Callable[[bytes], Any]] | None:
+        """The table a key belongs in, its name there and the parser of its value."""
+        if key.startswith(_BLOCK_PREFIX_V4):
+            return self.blocks, key, parse_block
+        if not key.startswith(RESOURCE_PREFIX):
+            return None
+        try:
+            rkey = parse_resource_key(key)
+        except ValueError:
+            return None
+        if rkey.group != GROUP_CALICO:
+            return None
+        if rkey.plural == "nodes":
+            return self.nodes, rkey.name, lambda raw: parse_node(json.loads(raw))
+        if rkey.plural == "ippools":
+            return self.pools, rkey.name, lambda raw: parse_pool(json.loads(raw))
+        return None
+
+    def vxlan_pools(self) -> list[PoolEncap]:
+        """Enabled IPv4 pools whose traffic between nodes is encapsulated (Always)."""
+        return [
+            p
+            for p in self.pools.values()
+            if p.cidr.version == 4 and not p.disabled and p.vxlan_mode == ENCAP_ALWAYS
+        ]
+
+
+def _set(table: dict[Any, Any], key: Any, value: Any) -> bool:
+    if value is None:
+        return table.pop(key, None) is not None
+    if table.get(key) == value:
+        return False
+    table[key] = value
+    return True
