@@ -20,6 +20,9 @@ DEFAULT_POOL = "10.65.0.0/16"
 DEFAULT_POOL_NAME = "lab-pool"
 DATASTORES = ("embedded", "etcdv3")
 DATAPLANES = ("nftables", "iptables", "iptables-legacy")
+# How pod traffic crosses between nodes: routed as is (none) or in VXLAN (the pool's
+# vxlanMode Always; Felix programs the overlay).
+ENCAPS = ("none", "vxlan")
 
 
 class LabError(RuntimeError):

@@ -1,8 +1,8 @@
 """calico-lab: Calico nodes in network namespaces, their pods, probes and conformance runs.
 
     calico-lab up [--nodes N] [--bgp mesh|rr|none] [--tor bird|gobgp [--tor-asn AS]]
-                  [--datastore embedded|etcdv3] [--dataplane nftables|iptables|iptables-legacy]
-                  [--typha]
+                  [--encap none|vxlan] [--datastore embedded|etcdv3]
+                  [--dataplane nftables|iptables|iptables-legacy] [--typha]
     calico-lab status [--json]
     calico-lab node status NODE [-o json]   calicoctl node status of that node's calico-bgpd
     calico-lab node restart NODE calico-bgpd|calico-felix|calico-ipamd [--kill] [--env K=V]...
@@ -13,7 +13,8 @@
     calico-lab probe FROM TO --port P --protocol tcp|udp|sctp     exit 0 connected, 1 not
     calico-lab matrix --port P --protocol tcp[,udp,...]
     calico-lab calicoctl ARGS...        calicoctl against the lab's datastore
-    calico-lab conformance --cases FILE --report OUT.json [--nodes N] [--bgp ..] [--datastore ..]
+    calico-lab conformance --cases FILE --report OUT.json [--nodes N] [--bgp ..] [--encap ..]
+                           [--datastore ..]
     calico-lab demo [--nodes N] [--bgp ..]
     calico-lab down
 
@@ -36,7 +37,7 @@ from pathlib import Path
 from lab import bgp
 from lab.cluster import MAX_NODES, bring_down, bring_up
 from lab.daemons import DaemonError, find_program
-from lab.lab import DATAPLANES, DATASTORES, DEFAULT_POOL, Lab, LabError
+from lab.lab import DATAPLANES, DATASTORES, DEFAULT_POOL, ENCAPS, Lab, LabError
 from lab.node import BGPD, BIRD, RESTARTABLE
 from lab.state import STATE_ENV, LabStateError, locked, resolve_state_dir
 
@@ -156,6 +157,13 @@ def _add_lab_options(parser: argparse.ArgumentParser) -> None:
         "calico-bgpd (default: mesh with more than one node or a --tor, else none: a single "
         "node without a router needs no routing protocol)",
     )
+    parser.add_argument(
+        "--encap",
+        choices=ENCAPS,
+        default="none",
+        help="vxlan: the lab pool has vxlanMode Always and Felix carries pod traffic between "
+        "nodes in VXLAN (BGP then defaults to none); none: plain routing (default)",
+    )
     parser.add_argument("--datastore", choices=DATASTORES, default="embedded")
     parser.add_argument("--dataplane", choices=DATAPLANES, default=None)
     parser.add_argument(
@@ -195,6 +203,7 @@ def _bring_up(args: argparse.Namespace, state_dir: Path, name: str) -> Lab:
         bgp_mode=args.bgp,
         tor=getattr(args, "tor", None),
         tor_asn=getattr(args, "tor_asn", bgp.DEFAULT_TOR_ASN),
+        encap=getattr(args, "encap", "none"),
     )
 
 
@@ -204,14 +213,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         lab = _bring_up(args, state_dir, name)
     print(
         f"lab {name} up: {len(lab.nodes)} node(s), BGP {lab.state.bgp}, "
-        f"datastore {lab.state.datastore.get('type')}; state in {state_dir}"
+        f"encap {lab.state.encap}, datastore {lab.state.datastore.get('type')}; "
+        f"state in {state_dir}"
     )
     for node in lab.nodes:
         print(f"node {node.name} {node.address} in network namespace {node.netns}")
         for daemon, record in node.state.processes.items():
             where = node.state.sockets.get(daemon) or (str(node.bird_dir) if daemon == BIRD else "")
             print(f"  {daemon:14} pid {record.pid:<7} {where}")
-    if len(lab.nodes) > 1 and lab.state.bgp == "none":
+    if len(lab.nodes) > 1 and lab.state.bgp == "none" and lab.state.encap == "none":
         print("note: --bgp none: pods on different nodes cannot reach each other")
     if lab.state.typha:
         print(f"felix and calico-bgpd read through calico-typha at {lab.state.typha}")
@@ -393,7 +403,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         lab = _bring_up(args, state_dir, name)
         print(
             f"lab up in {time.monotonic() - started:.1f}s: {len(lab.nodes)} node(s), "
-            f"BGP {lab.state.bgp}",
+            f"BGP {lab.state.bgp}, encap {lab.state.encap}",
             file=sys.stderr,
             flush=True,
         )
@@ -419,6 +429,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     command = " ".join(
         ["calico-lab up", f"--nodes {args.nodes}", f"--datastore {args.datastore}"]
         + ([f"--bgp {args.bgp}"] if args.bgp else [])
+        + ([f"--encap {args.encap}"] if args.encap != "none" else [])
         + ([f"--dataplane {args.dataplane}"] if args.dataplane else [])
         + (["--typha"] if args.typha else [])
     )

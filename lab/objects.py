@@ -44,7 +44,7 @@ async def resource_client(data: Mapping[str, Any]) -> AsyncIterator[ResourceClie
         await datastore.close()
 
 
-def ippool(name: str, cidr: str, block_size: int = 26) -> dict[str, Any]:
+def ippool(name: str, cidr: str, block_size: int = 26, vxlan_mode: str = "Never") -> dict[str, Any]:
     return {
         "apiVersion": "projectcalico.org/v3",
         "kind": "IPPool",
@@ -53,7 +53,7 @@ def ippool(name: str, cidr: str, block_size: int = 26) -> dict[str, Any]:
             "cidr": cidr,
             "blockSize": block_size,
             "ipipMode": "Never",
-            "vxlanMode": "Never",
+            "vxlanMode": vxlan_mode,
             "natOutgoing": False,
             "nodeSelector": "all()",
         },

@@ -149,6 +149,8 @@ class LabState:
     # The top-of-rack router, when there is one: {"kind": "bird"|"gobgp", "asn": 65000};
     # its process is infra["tor"].
     tor: dict[str, Any] = field(default_factory=dict)
+    # "none" or "vxlan": the lab pool's encapsulation between nodes.
+    encap: str = "none"
 
     @property
     def path(self) -> Path:
@@ -174,6 +176,7 @@ class LabState:
             "typha": self.typha,
             "bgp": self.bgp,
             "tor": self.tor,
+            "encap": self.encap,
             "nodes": [n.to_json() for n in self.nodes],
             "pods": {k: p.to_json() for k, p in self.pods.items()},
         }
@@ -201,6 +204,7 @@ class LabState:
             typha=str(data.get("typha") or ""),
             bgp=str(data.get("bgp") or "none"),
             tor=dict(data.get("tor") or {}),
+            encap=str(data.get("encap") or "none"),
             nodes=[NodeState.from_json(n) for n in data.get("nodes") or []],
             pods={k: PodState.from_json(v) for k, v in (data.get("pods") or {}).items()},
         )
