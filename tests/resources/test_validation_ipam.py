@@ -94,6 +94,18 @@ BAD_POOLS: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("ipip on v6", pool({"cidr": "fd00::/48", "ipipMode": "Always"}), "spec.ipipMode", "IPv6"),
     (
+        "bad vxlan mode",
+        pool({"cidr": "10.0.0.0/16", "vxlanMode": "Sometimes"}),
+        "spec.vxlanMode",
+        "CrossSubnet",
+    ),
+    (
+        "ipip and vxlan cross-subnet",
+        pool({"cidr": "10.0.0.0/16", "ipipMode": "CrossSubnet", "vxlanMode": "CrossSubnet"}),
+        "spec.ipipMode",
+        "cannot both be enabled",
+    ),
+    (
         "ipip and vxlan",
         pool({"cidr": "10.0.0.0/16", "ipipMode": "Always", "vxlanMode": "Always"}),
         "spec.ipipMode",

@@ -1,0 +1,122 @@
+"""The VXLAN manager's pure parts: the view of nodes, pools and blocks it keeps from the
+syncer, the intent it computes from them, and the VTEP MAC (no kernel, no datastore)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from libcalico.datastore.keys import GROUP_CALICO, ipam_block_prefix, resource_prefix
+from libcalico.syncer import FELIX_PREFIXES
+from libcalico.syncer.api import Delete, InSync, Update
+from services.felix.vxlan.intent import compute
+from services.felix.vxlan.tunnel_addr import handle_of, vtep_mac
+from services.felix.vxlan.view import VxlanView
+
+NODES = resource_prefix(GROUP_CALICO, "nodes")
+POOLS = resource_prefix(GROUP_CALICO, "ippools")
+BLOCKS = ipam_block_prefix(4)
+
+
+def _node(name: str, address: str, vtep: str | None) -> Update:
+    spec: dict[str, Any] = {"bgp": {"ipv4Address": f"{address}/24"}}
+    if vtep:
+        spec |= {"ipv4VXLANTunnelAddr": vtep, "vxlanTunnelMACAddr": vtep_mac(name).upper()}
+    body = {"metadata": {"name": name}, "spec": spec}
+    return Update(NODES + name, json.dumps(body).encode(), 1)
+
+
+def _pool(name: str, cidr: str, vxlan: str = "Always", disabled: bool = False) -> Update:
+    spec = {"cidr": cidr, "vxlanMode": vxlan, "disabled": disabled}
+    return Update(POOLS + name, json.dumps({"metadata": {"name": name}, "spec": spec}).encode(), 1)
+
+
+def _block(cidr: str, node: str | None) -> Update:
+    body = {"cidr": cidr, "affinity": f"host:{node}" if node else None}
+    return Update(BLOCKS + cidr.replace("/", "-"), json.dumps(body).encode(), 1)
+
+
+def _cluster() -> VxlanView:
+    view = VxlanView()
+    view.apply(
+        [
+            _pool("p", "10.65.0.0/16"),
+            _node("node-1", "10.66.0.11", "10.65.1.0"),
+            _node("node-2", "10.66.0.12", "10.65.2.0"),
+            _node("node-3", "10.66.0.13", None),  # its VTEP is not published yet
+            _block("10.65.1.0/26", "node-1"),
+            _block("10.65.2.0/26", "node-2"),
+            _block("10.65.2.64/26", "node-2"),
+            _block("10.65.3.0/26", "node-3"),
+            _block("10.65.4.0/26", None),  # no affinity: routed nowhere
+            InSync(),
+        ]
+    )
+    return view
+
+
+def test_felix_syncer_carries_the_overlay_inputs() -> None:
+    assert {NODES, POOLS, BLOCKS} <= set(FELIX_PREFIXES)
+
+
+def test_routes_neighbours_and_fdb_for_remote_blocks_with_a_vtep() -> None:
+    intent = compute(_cluster(), "node-1")
+    assert intent.device is not None
+    assert (intent.device.local, intent.device.vtep_ip) == ("10.66.0.11", "10.65.1.0")
+    assert intent.device.vtep_mac == vtep_mac("node-1")
+    # Own block: local; node-3: no VTEP yet; the unaffine block: nobody's.
+    assert intent.routes == {"10.65.2.0/26": "10.65.2.0", "10.65.2.64/26": "10.65.2.0"}
+    assert intent.neighbours == {"10.65.2.0": vtep_mac("node-2")}
+    assert intent.fdb == {vtep_mac("node-2"): "10.66.0.12"}
+
+
+def test_nothing_without_a_vxlan_pool() -> None:
+    view = _cluster()
+    view.apply([_pool("p", "10.65.0.0/16", vxlan="Never")])
+    intent = compute(view, "node-1")
+    assert intent.device is None and not intent.routes
+    view.apply([_pool("p", "10.65.0.0/16", disabled=True)])
+    assert compute(view, "node-1").device is None
+
+
+def test_blocks_outside_vxlan_pools_are_not_tunnelled() -> None:
+    view = _cluster()
+    view.apply([_pool("p", "10.65.2.0/25"), _pool("plain", "10.65.0.0/16", vxlan="Never")])
+    assert set(compute(view, "node-1").routes) == {"10.65.2.0/26", "10.65.2.64/26"}
+    view.apply([Delete(POOLS + "p")])
+    assert compute(view, "node-1").routes == {}
+
+
+def test_a_deleted_node_takes_its_routes_neighbour_and_fdb_entry() -> None:
+    view = _cluster()
+    assert view.apply([Delete(NODES + "node-2")])
+    intent = compute(view, "node-1")
+    assert intent.device is not None
+    assert intent.routes == {} and intent.neighbours == {} and intent.fdb == {}
+
+
+def test_no_device_before_this_nodes_vtep_is_published() -> None:
+    assert compute(_cluster(), "node-3").device is None
+
+
+def test_an_unparsable_value_counts_as_absent() -> None:
+    view = _cluster()
+    assert view.apply([Update(BLOCKS + "10.65.2.0-26", b'{"cidr": "bogus"}', 2)])
+    assert compute(view, "node-1").routes == {"10.65.2.64/26": "10.65.2.0"}
+    assert view.apply([Update(NODES + "node-2", b"{not json", 2)])
+    assert "node-2" not in view.nodes
+    assert compute(view, "node-1").routes == {}
+
+
+def test_unrelated_keys_change_nothing() -> None:
+    view = _cluster()
+    other = resource_prefix(GROUP_CALICO, "networkpolicies") + "default/x"
+    assert not view.apply([Update(other, b"{}", 3)])
+
+
+def test_vtep_mac_is_stable_unicast_and_locally_administered() -> None:
+    mac = vtep_mac("node-1")
+    assert mac == vtep_mac("node-1") != vtep_mac("node-2")
+    first = int(mac.split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01
+    assert handle_of("node-1") == "vxlan-tunnel-addr-node-1"
