@@ -78,7 +78,7 @@ def _check_options(
     if encap != "none" and bgp_mode != "none":
         # Felix owns the VXLAN routes; calico-bgpd would announce the same blocks as plain
         # routes (Calico keeps VXLAN blocks out of BGP; that part is not built yet).
-        raise LabError(f"--encap {encap} runs without BGP for now: use --bgp none")
+        raise LabError(f"--encap: {encap} runs without BGP for now (use --bgp none)")
     if tor is None:
         return
     from lab.tor import TOR_KINDS

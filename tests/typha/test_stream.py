@@ -133,7 +133,7 @@ async def test_bgp_stream_carries_bgp_keys(typha: TyphaProcess, datastore: Datas
     node_key = BGP_PREFIXES[0] + "node-a"
     await datastore.put(node_key, b'{"spec": {}}')
     await datastore.put(wep("w"), body("w", 1))
-    await typha_has(typha.address, "felix", 1)
+    await typha_has(typha.address, "felix", 2)  # Felix reads Nodes too (VXLAN VTEPs)
     await typha_has(typha.address, "bgp", 1)
     syncer = TyphaSyncer(typha.address, "bgp-1", "bgp", tracing=False)
     updates = syncer.updates()
