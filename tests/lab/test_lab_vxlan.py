@@ -2,7 +2,8 @@
 publishes it on the Node, and programs vxlan.calico with onlink routes, permanent neighbours
 and FDB entries for the other nodes' blocks; pod traffic between nodes crosses as VXLAN. A
 route flushed by hand comes back within the refresh interval; a Node deleted from the
-datastore takes its routes, neighbour and FDB entry off the other nodes. `down` leaves
+datastore takes its routes, neighbour and FDB entry off the other nodes; with the pool back
+to vxlanMode Never the devices go and the VTEP addresses are released. `down` leaves
 nothing."""
 
 from __future__ import annotations
@@ -174,6 +175,31 @@ def test_three_nodes_vxlan_without_bgp(
     cli("calicoctl", "delete", "node", "node-3")
     gone = _wait_overlay(netns, _wanted(vteps, blocks, ["node-1", "node-2"]), SETTLE_S)
     print(f"node-3's routes, neighbour and FDB entry gone from the others in {gone:.2f}s")
+
+    # The pool back to vxlanMode Never: the devices go, the VTEPs are released and cleared.
+    never = lab_dir.parent / f"{lab_dir.name}-pool.json"
+    pool = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "IPPool",
+        "metadata": {"name": "lab-pool"},
+        "spec": {"cidr": str(POOL), "blockSize": BLOCK_PREFIX, "vxlanMode": "Never"},
+    }
+    never.write_text(json.dumps(pool))
+    try:
+        cli("calicoctl", "apply", "-f", str(never))
+    finally:
+        never.unlink()
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        devices = [n for n, ns in netns.items() if _ip_json(ns, "link", "show", "type", "vxlan")]
+        specs = _nodes(cli)
+        published = [n for n, spec in specs.items() if spec.get("ipv4VXLANTunnelAddr")]
+        if not devices and not published:
+            break
+        assert time.monotonic() < deadline, f"still there: devices {devices}, VTEPs {published}"
+        time.sleep(0.2)
+    ipam = cli("calicoctl", "ipam", "show", "--show-blocks").stdout
+    assert "vxlan-tunnel-addr-node-1" not in ipam and "vxlan-tunnel-addr-node-2" not in ipam
 
     cli("down")
     assert not lab_dir.exists() and lab_namespaces(lab_dir) == []

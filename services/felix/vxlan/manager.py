@@ -102,7 +102,10 @@ class VxlanManager:
         pools = tuple(sorted(str(p.cidr) for p in self.view.vxlan_pools()))
         me = self.view.nodes.get(self._node)
         published = me is not None and me.vtep_ip is not None
-        if pools != self._published_pools or published != bool(pools):
+        # Nothing to allocate or release without VXLAN pools, unless the Node still shows a
+        # VTEP (a pool's vxlanMode went back to Never).
+        wanted = bool(pools) or published
+        if wanted and (pools != self._published_pools or published != bool(pools)):
             # The Node update that follows comes back through the syncer and triggers the
             # round that programs the device.
             await ensure_vtep(self._datastore, self._node, pools)
