@@ -74,9 +74,11 @@ async def build_felix(
     runtime.on_shutdown(worker.close)
     reaper = LinkReaper()
     runtime.on_shutdown(reaper.close)
+    explicit_mtu = mtu
     if not mtu:
         mtu = await worker.default_route_mtu(FALLBACK_MTU)
     log.info("veth MTU %d", mtu)
+    detected_mtu = mtu
     pods = PodCache(datastore)
     manager = EndpointManager(
         node=node,
@@ -89,6 +91,14 @@ async def build_felix(
         policy_timeout=policy_timeout,
     )
     pods.listener = manager
+
+    def overlay_mtu(vxlan_mtu: int | None) -> None:
+        # An explicit --mtu/FELIX_VETHMTU wins; else pods get the overlay's MTU while there is
+        # one (Calico's veth MTU: the smallest of the enabled encapsulations').
+        manager.default_mtu = explicit_mtu or vxlan_mtu or detected_mtu
+        log.info("veth MTU for new pods %d", manager.default_mtu)
+
+    vxlan.on_mtu(overlay_mtu)
     await pods.start()
     runtime.on_shutdown(pods.close)
     await manager.adopt_existing()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,27 @@ POOL = ipaddress.ip_network("10.65.0.0/16")  # the lab's default pool
 BLOCK_PREFIX = 26
 REFRESH_S = 1.0
 SETTLE_S = 15.0
+VXLAN_MTU = 1450  # the lab's eth0 (1500) less VXLAN's 50 bytes
+# Run inside a pod: send one UDP datagram with DF set to the echo server on port 80.
+DF_UDP = """
+import errno, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set
+s.settimeout(1.0)
+for _ in range(5):
+    try:
+        s.sendto(b"x" * {size}, ("{dst}", 80))
+        data = s.recv(65535)
+    except OSError as exc:
+        if exc.errno == errno.EMSGSIZE:
+            print("EMSGSIZE")
+            break
+        continue
+    print("echoed" if len(data) == {size} else f"short echo {{len(data)}}")
+    break
+else:
+    print("no echo")
+"""
 
 
 def _ip_json(netns: str, *args: str) -> list[dict[str, Any]]:
@@ -123,9 +145,18 @@ def test_three_nodes_vxlan_without_bgp(
     netns = {n["name"]: n["netns"] for n in state["nodes"]}
     assert all("calico-bgpd" not in n["processes"] for n in state["nodes"])
 
+    # Pods created once the overlay exists get its MTU on their veths.
+    deadline = time.monotonic() + SETTLE_S
+    while not all(_ip_json(ns, "link", "show", "type", "vxlan") for ns in netns.values()):
+        assert time.monotonic() < deadline, "vxlan.calico did not appear on every node"
+        time.sleep(0.1)
     for pod, node in PODS.items():
         cli("pod", "run", pod, "--node", node, "--serve", "tcp:80,udp:80")
     pods = json.loads((lab_dir / "state.json").read_text())["pods"]
+    for pod in pods.values():
+        eth0 = _ip_json(pod["netns"], "link", "show", "eth0")[0]
+        host = _ip_json(netns[pod["node"]], "link", "show", pod["host_interface"])[0]
+        assert eth0["mtu"] == host["mtu"] == VXLAN_MTU, (eth0, host)
     blocks = {
         str(ipaddress.ip_network(f"{pods[p]['ips'][0]}/{BLOCK_PREFIX}", strict=False)): node
         for p, node in PODS.items()
@@ -163,6 +194,20 @@ def test_three_nodes_vxlan_without_bgp(
     for node, ns in netns.items():
         # Each node sent to two others over TCP and UDP: all of it left through vxlan.calico.
         assert _tx_packets(ns) - tx_before[node] >= 8, node
+
+    # At the computed MTU a don't-fragment UDP datagram crosses and comes back (the pod
+    # server echoes); one byte more is refused at the sender, not fragmented.
+    a, b = pods["x/a"], pods["x/b"]
+    largest = VXLAN_MTU - 28  # IPv4 20 + UDP 8
+    for size, expect in ((largest, "echoed"), (largest + 1, "EMSGSIZE")):
+        script = DF_UDP.format(size=size, dst=b["ips"][0])
+        proc = subprocess.run(
+            ["ip", "netns", "exec", a["netns"], sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.stdout.strip() == expect, (size, proc.stdout, proc.stderr)
 
     # Drift: the routes flushed by hand are back within the refresh interval.
     flush = ["ip", "-n", netns["node-1"], "route", "flush", "dev", "vxlan.calico"]

@@ -44,6 +44,7 @@ class VxlanKernel:
 
     def __init__(self) -> None:
         self._ipr: AsyncIPRoute | None = None
+        self.device_mtu: int | None = None  # vxlan.calico's MTU as last programmed
 
     async def _conn(self) -> AsyncIPRoute:
         if self._ipr is None:
@@ -61,6 +62,7 @@ class VxlanKernel:
         """Make the kernel match `intent`; returns the number of changes made."""
         ipr = await self._conn()
         if intent.device is None:
+            self.device_mtu = None
             return await self._remove_device(ipr)
         index, changes = await self._ensure_device(ipr, intent.device)
         changes += await self._sync_fdb(ipr, index, intent.fdb)
@@ -123,6 +125,7 @@ class VxlanKernel:
             await ipr.link("set", index=index, state="up")
             changes += 1
         changes += await self._sync_address(ipr, index, want.vtep_ip)
+        self.device_mtu = mtu
         return index, changes
 
     async def _device_matches(self, ipr: AsyncIPRoute, index: int, want: DeviceIntent) -> bool:

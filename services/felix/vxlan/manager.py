@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from libcalico.datastore import Datastore
@@ -49,6 +50,13 @@ class VxlanManager:
         self.rounds = 0
         self.last_repairs = 0
         self.last_error = ""
+        self._mtu_listener: Callable[[int | None], None] | None = None
+
+    def on_mtu(self, listener: Callable[[int | None], None]) -> None:
+        """Call `listener` with vxlan.calico's MTU (None without a device) now and whenever
+        it changes: pods created after that get it on their veths."""
+        self._mtu_listener = listener
+        listener(self._kernel.device_mtu)
 
     def observe(self, batch: list[SyncerUpdate]) -> None:
         if self.view.apply(batch) and self.view.in_sync:
@@ -111,7 +119,12 @@ class VxlanManager:
             await ensure_vtep(self._datastore, self._node, pools)
             self._published_pools = pools
         self.intent = compute(self.view, self._node)
-        return await self._kernel.reconcile(self.intent)
+        before = self._kernel.device_mtu
+        try:
+            return await self._kernel.reconcile(self.intent)
+        finally:
+            if self._mtu_listener is not None and self._kernel.device_mtu != before:
+                self._mtu_listener(self._kernel.device_mtu)
 
 
 async def start_vxlan_manager(
