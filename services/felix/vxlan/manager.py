@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from libcalico.datastore import Datastore
 from libcalico.runtime.tasks import cancel_and_wait
@@ -25,15 +24,6 @@ from services.felix.vxlan.view import VxlanView
 log = logging.getLogger(__name__)
 
 _RETRY_DELAY_S = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class VxlanStatus:
-    enabled: bool  # a VXLAN pool exists and this node's device is programmed
-    routes: int
-    rounds: int
-    last_repairs: int
-    last_error: str
 
 
 class VxlanManager:
@@ -69,15 +59,6 @@ class VxlanManager:
         if self._task is not None:
             await cancel_and_wait([self._task])
         await self._kernel.close()
-
-    def status(self) -> VxlanStatus:
-        return VxlanStatus(
-            enabled=self.intent.device is not None,
-            routes=len(self.intent.routes),
-            rounds=self.rounds,
-            last_repairs=self.last_repairs,
-            last_error=self.last_error,
-        )
 
     async def _run(self) -> None:
         while True:
@@ -125,14 +106,3 @@ class VxlanManager:
         finally:
             if self._mtu_listener is not None and self._kernel.device_mtu != before:
                 self._mtu_listener(self._kernel.device_mtu)
-
-
-async def start_vxlan_manager(
-    datastore: Datastore, node: str, refresh_interval: float
-) -> VxlanManager:
-    manager = VxlanManager(datastore, node, refresh_interval)
-    manager.start()
-    return manager
-
-
-__all__ = ["VxlanManager", "VxlanStatus", "start_vxlan_manager"]
