@@ -27,6 +27,7 @@ from services.felix.endpoint_dataplane import (
 from services.felix.endpoint_manager import EndpointManager
 from services.felix.endpoints.reaper import LinkReaper
 from services.felix.endpoints.worker import PlumbingWorker
+from services.felix.natout.manager import NatOutgoingManager
 from services.felix.pod_cache import PodCache
 from services.felix.policy.agent import start_policy_engine
 from services.felix.policy.engine import DEFAULT_REFRESH_INTERVAL_S
@@ -58,7 +59,13 @@ async def build_felix(
     vxlan = VxlanManager(datastore, node, refresh_interval)
     vxlan.start()
     runtime.on_shutdown(vxlan.stop)
-    syncer = ObservedSyncer(create_syncer(datastore, node, "felix"), [vxlan.observe])
+    observers = [vxlan.observe]
+    if policy_dataplane is not None:
+        natout = NatOutgoingManager(policy_dataplane, refresh_interval)
+        natout.start()
+        runtime.on_shutdown(natout.stop)
+        observers.append(natout.observe)
+    syncer = ObservedSyncer(create_syncer(datastore, node, "felix"), observers)
     if policy_dataplane is not None:
         # Policy first: an ADD is answered only once its endpoint's rules are in the kernel.
         engine = await start_policy_engine(

@@ -45,6 +45,7 @@ class PoolEncap:
     cidr: ipaddress.IPv4Network | ipaddress.IPv6Network
     vxlan_mode: str
     disabled: bool
+    nat_outgoing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ def parse_pool(obj: dict[str, Any]) -> PoolEncap:
         cidr=ipaddress.ip_network(spec["cidr"], strict=False),
         vxlan_mode=str(spec.get("vxlanMode") or ENCAP_NEVER),
         disabled=bool(spec.get("disabled", False)),
+        nat_outgoing=bool(spec.get("natOutgoing", False)),
     )
 
 

@@ -1,0 +1,1 @@
+"""Outgoing NAT: masquerade traffic from pools with natOutgoing to anywhere outside all pools."""
