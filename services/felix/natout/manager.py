@@ -77,9 +77,15 @@ class NatOutgoingManager:
             await _exec(["nft", "-f", "-"], render_nft(masquerade, pools))
             return
         suffix = IPTABLES_SUFFIX[self._dataplane]
-        await _exec([f"iptables{suffix}-restore", "--noflush"], render_iptables(masquerade, pools))
         iptables = f"iptables{suffix}"
         jump = ["POSTROUTING", "-j", IPT_CHAIN]
+        if not masquerade:
+            # Remove the jump and the chain if a previous round (or Felix) left them.
+            for args in (["-D", *jump], ["-F", IPT_CHAIN], ["-X", IPT_CHAIN]):
+                with contextlib.suppress(RuntimeError):
+                    await _exec([iptables, "-t", "nat", *args], "")
+            return
+        await _exec([f"{iptables}-restore", "--noflush"], render_iptables(masquerade, pools))
         try:
             await _exec([iptables, "-t", "nat", "-C", *jump], "")
         except RuntimeError:  # not there yet (or removed by hand)
