@@ -1,7 +1,8 @@
 """A 3-node lab with the VXLAN overlay and no BGP (issue 11): Felix allocates each node's VTEP,
 publishes it on the Node, and programs vxlan.calico with onlink routes, permanent neighbours
-and FDB entries for the other nodes' blocks; pod traffic between nodes crosses as VXLAN. A
-route flushed by hand comes back within the refresh interval; a Node deleted from the
+and FDB entries for the other nodes' blocks; pods get the overlay's MTU and their traffic
+between nodes crosses as VXLAN. A route flushed by hand comes back within the refresh
+interval; a restarted Felix adopts the device and keeps its VTEP; a Node deleted from the
 datastore takes its routes, neighbour and FDB entry off the other nodes; with the pool back
 to vxlanMode Never the devices go and the VTEP addresses are released. `down` leaves
 nothing."""
@@ -215,6 +216,13 @@ def test_three_nodes_vxlan_without_bgp(
     assert _overlay(netns["node-1"])["routes"] == {}
     repaired = _wait_overlay(netns, wanted, REFRESH_S + 4.0)
     print(f"flushed routes repaired in {repaired:.2f}s (refresh interval {REFRESH_S}s)")
+
+    # A restarted Felix adopts the device as it is and keeps its VTEP.
+    index = _ip_json(netns["node-1"], "link", "show", "vxlan.calico")[0]["ifindex"]
+    cli("node", "restart", "node-1", "calico-felix")
+    _wait_overlay(netns, wanted, SETTLE_S)
+    assert _ip_json(netns["node-1"], "link", "show", "vxlan.calico")[0]["ifindex"] == index
+    assert _nodes(cli)["node-1"]["ipv4VXLANTunnelAddr"] == vteps["node-1"][0]
 
     # A Node deleted from the datastore leaves the others' kernels.
     cli("calicoctl", "delete", "node", "node-3")
