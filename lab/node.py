@@ -147,7 +147,13 @@ class LabNode:
         elif name == FELIX:
             if dataplane:
                 args += ["--dataplane", dataplane]
-            env = {**common, "CALICO_FELIX_SOCKET": str(sock), **through_typha}
+            env = {
+                **common,
+                "CALICO_FELIX_SOCKET": str(sock),
+                # Felix asks this node's calico-ipamd for its VXLAN tunnel address.
+                "CALICO_IPAM_SOCKET": str(self.dir / SOCKET_FILES[IPAMD]),
+                **through_typha,
+            }
         else:
             self.bird_dir.mkdir(parents=True, exist_ok=True)
             args += ["--bird-dir", str(self.bird_dir)]

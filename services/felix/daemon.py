@@ -48,6 +48,7 @@ async def build_felix(
     node: str,
     mtu: int,
     policy_timeout: float,
+    ipam_socket: str = "/var/run/calico/ipam.sock",
     policy_dataplane: str | None = "nftables",
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL_S,
 ) -> EndpointManager:
@@ -56,7 +57,7 @@ async def build_felix(
     runtime.on_shutdown(datastore.close)
     dataplane: EndpointDataplane = KnownEndpointsDataplane()
     # One syncer stream feeds the policy engine and, beside it, the VXLAN manager.
-    vxlan = VxlanManager(datastore, node, refresh_interval)
+    vxlan = VxlanManager(datastore, ipam_socket, node, refresh_interval)
     vxlan.start()
     runtime.on_shutdown(vxlan.stop)
     observers = [vxlan.observe]

@@ -8,8 +8,9 @@ the nftables (default), iptables or iptables-legacy dataplane (FELIX_DATAPLANE),
 drift every --refresh-interval seconds (FELIX_REFRESHINTERVAL, default 30); `none` runs the
 endpoint plumbing alone. Updates come from Typha when TYPHA_ADDR is set, else the datastore.
 
-CALICO_FELIX_SOCKET (default /var/run/calico/felix.sock), NODENAME, FELIX_VETHMTU (0: detect
-from the node's default-route interface), FELIX_POLICYTIMEOUT (seconds, default 10) and the
+CALICO_FELIX_SOCKET (default /var/run/calico/felix.sock), CALICO_IPAM_SOCKET (this node's
+calico-ipamd, asked for the VXLAN tunnel address), NODENAME, FELIX_VETHMTU (0: detect from the
+node's default-route interface), FELIX_POLICYTIMEOUT (seconds, default 10) and the
 datastore variables (DATASTORE_TYPE, ETCD_ENDPOINTS, CALICO_DATASTORE_PATH) configure it.
 """
 
@@ -22,6 +23,7 @@ import sys
 from libcalico.config import ConfigError, DatastoreConfig, add_datastore_arguments, node_name
 
 DEFAULT_SOCKET = "/var/run/calico/felix.sock"
+DEFAULT_IPAM_SOCKET = "/var/run/calico/ipam.sock"
 DEFAULT_POLICY_TIMEOUT = 10.0
 DEFAULT_REFRESH_INTERVAL = 30.0
 DATAPLANES = ("nftables", "iptables", "iptables-legacy", "none")
@@ -43,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--socket",
         default=os.environ.get("CALICO_FELIX_SOCKET", DEFAULT_SOCKET),
         help="Unix socket of the endpoint API (CALICO_FELIX_SOCKET; default %(default)s)",
+    )
+    parser.add_argument(
+        "--ipam-socket",
+        default=os.environ.get("CALICO_IPAM_SOCKET", DEFAULT_IPAM_SOCKET),
+        help="this node's calico-ipamd, for the VXLAN tunnel address "
+        "(CALICO_IPAM_SOCKET; default %(default)s)",
     )
     parser.add_argument("--nodename", help="this node's name (NODENAME; default the hostname)")
     parser.add_argument(
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             rt,
             ds_config,
             node=node,
+            ipam_socket=args.ipam_socket,
             mtu=mtu,
             policy_timeout=policy_timeout,
             policy_dataplane=None if args.dataplane == "none" else args.dataplane,

@@ -27,9 +27,12 @@ _RETRY_DELAY_S = 0.5
 
 
 class VxlanManager:
-    def __init__(self, datastore: Datastore, node: str, refresh_interval: float) -> None:
+    def __init__(
+        self, datastore: Datastore, ipam_socket: str, node: str, refresh_interval: float
+    ) -> None:
         self.view = VxlanView()
         self._datastore = datastore
+        self._ipam_socket = ipam_socket
         self._node = node
         self._refresh_interval = refresh_interval
         self._kernel = VxlanKernel()
@@ -97,7 +100,7 @@ class VxlanManager:
         if wanted and (pools != self._published_pools or published != bool(pools)):
             # The Node update that follows comes back through the syncer and triggers the
             # round that programs the device.
-            await ensure_vtep(self._datastore, self._node, pools)
+            await ensure_vtep(self._datastore, self._ipam_socket, self._node, pools)
             self._published_pools = pools
         self.intent = compute(self.view, self._node)
         before = self._kernel.device_mtu

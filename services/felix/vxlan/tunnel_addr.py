@@ -1,9 +1,10 @@
 """This node's VTEP: an address from a VXLAN pool and a stable MAC, published on its Node.
 
 In Calico this is calico-node's tunnel-address allocator, running beside Felix; here Felix
-does it before it programs the device, through the same block IPAM (in-process, on Felix's
-datastore connection) with Calico's handle `vxlan-tunnel-addr-<node>`, so `calicoctl ipam`
-shows who holds the address and a restart finds and keeps it.
+does it before it programs the device, by asking this node's calico-ipamd over its Unix socket
+(CALICO_IPAM_SOCKET, as the CNI plugin does) with Calico's handle `vxlan-tunnel-addr-<node>`,
+so `calicoctl ipam` shows who holds the address and a restart finds and keeps it. IPAM stays
+one service: Felix holds no allocator of its own.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from calico.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 from libcalico.datastore import Datastore
 from libcalico.resources import ResourceClient, ResourceNotFoundError
 from libcalico.resources.client import ResourceConflictError
-from services.ipam.allocator import Allocator, AssignRequest
+from libcalico.runtime import open_channel
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,9 @@ def _in_pools(address: str, pools: Sequence[str]) -> bool:
     return any(ip in ipaddress.ip_network(p) for p in pools)
 
 
-async def ensure_vtep(datastore: Datastore, node: str, pools: Sequence[str]) -> dict[str, str]:
+async def ensure_vtep(
+    datastore: Datastore, ipam_socket: str, node: str, pools: Sequence[str]
+) -> dict[str, str]:
     """Make the Node carry a VTEP address from one of `pools` (CIDRs) and its MAC, or carry none
     when `pools` is empty; returns the Node's VTEP fields as they now are ({} for none).
 
@@ -53,29 +57,29 @@ async def ensure_vtep(datastore: Datastore, node: str, pools: Sequence[str]) -> 
     else under the handle is released before a new address is assigned.
     """
     client = ResourceClient(datastore)
-    allocator = Allocator(datastore, node)
-    try:
-        held = [str(i.ip) for i in await allocator.get_allocations(handle_of(node))]
+    handle = handle_of(node)
+    async with open_channel(ipam_socket) as channel:
+        ipam = ipam_pb2_grpc.IpamStub(channel)
+        reply = await ipam.GetAllocations(ipam_pb2.GetAllocationsRequest(handle_id=handle))
+        held = [ip.split("/")[0] for ip in reply.ips]
         keep = next((a for a in held if pools and _in_pools(a, pools)), None)
         if keep is None or len(held) > 1:
             stale = [a for a in held if a != keep]
             if stale:
                 log.info("vxlan: releasing tunnel address(es) %s of %s", stale, node)
-                await allocator.release_by_handle(handle_of(node))
+                await ipam.ReleaseByHandle(ipam_pb2.ReleaseByHandleRequest(handle_id=handle))
                 keep = None
         if keep is None and pools:
-            result = await allocator.auto_assign(
-                AssignRequest(
+            assigned = await ipam.AutoAssign(
+                ipam_pb2.AutoAssignRequest(
                     num_ipv4=1,
-                    handle_id=handle_of(node),
+                    handle_id=handle,
                     attributes={"type": ATTR_TYPE},
                     ipv4_pools=list(pools),
                 )
             )
-            keep = str(result.ipv4[0].ip)
+            keep = assigned.ipv4[0].split("/")[0]
             log.info("vxlan: %s got tunnel address %s", node, keep)
-    finally:
-        await allocator.close()
     fields = {ADDRESS_FIELD: keep, MAC_FIELD: vtep_mac(node)} if keep else {}
     await _publish(client, node, fields)
     return fields
