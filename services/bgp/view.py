@@ -24,13 +24,14 @@ from libcalico.datastore.keys import (
     parse_ipam_block_key,
     parse_resource_key,
 )
+from libcalico.ipam_block import affine_node
 from libcalico.resources.validation import ValidationError, validate
 from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
+from libcalico.syncer.tables import put
 
 log = logging.getLogger(__name__)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-AFFINITY_HOST_PREFIX = "host:"
 AFFINITY_CONFIRMED = "confirmed"
 _BLOCK_PREFIX = "/calico/ipam/v2/assignment/"
 
@@ -84,8 +85,7 @@ def parse_block(raw: bytes) -> BlockInfo:
     """The facts BGP needs from a block's JSON (ValueError/KeyError/TypeError if malformed)."""
     data = json.loads(raw)
     cidr = ipaddress.ip_network(data["cidr"])
-    affinity = data.get("affinity") or ""
-    affine = affinity[len(AFFINITY_HOST_PREFIX) :] if affinity.startswith("host:") else None
+    affine = affine_node(data.get("affinity"))
     attributes = data.get("attributes") or []
     holders: list[str | None] = [((a or {}).get("secondary") or {}).get("node") for a in attributes]
     borrowed: dict[str, list[str]] = {}
@@ -177,15 +177,15 @@ class ClusterView:
         obj = None if value is None else self._validated(key, rkey.plural, value)
         name = rkey.name
         if rkey.plural == NODES:
-            return _set(self.nodes, name, None if obj is None else parse_node(obj))
+            return put(self.nodes, name, None if obj is None else parse_node(obj))
         if rkey.plural == IP_POOLS:
-            return _set(self.pools, name, None if obj is None else parse_pool(obj))
+            return put(self.pools, name, None if obj is None else parse_pool(obj))
         table = {
             BGP_CONFIGURATIONS: self.bgp_configurations,
             BGP_PEERS: self.bgp_peers,
             BGP_FILTERS: self.bgp_filters,
         }[rkey.plural]
-        return _set(table, name, None if obj is None else obj.get("spec") or {})
+        return put(table, name, None if obj is None else obj.get("spec") or {})
 
     def _validated(self, key: str, plural: str, value: bytes) -> dict[str, Any] | None:
         try:
@@ -209,7 +209,7 @@ class ClusterView:
                 block = parse_block(value)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 log.warning("ignoring malformed IPAM block %s: %s", key, exc)
-        return _set(self.blocks, key, block)
+        return put(self.blocks, key, block)
 
     def _put_affinity(self, key: str, value: bytes | None) -> bool:
         affinity = parse_ipam_affinity_key(key)
@@ -222,7 +222,7 @@ class ClusterView:
                     state = None
             except (ValueError, AttributeError) as exc:
                 log.warning("ignoring malformed IPAM affinity %s: %s", key, exc)
-        return _set(self.affinities, (affinity.node, affinity.cidr), state)
+        return put(self.affinities, (affinity.node, affinity.cidr), state)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -235,12 +235,3 @@ class ClusterView:
 
     def affinity_confirmed(self, node: str, cidr: str) -> bool:
         return self.affinities.get((node, cidr)) == AFFINITY_CONFIRMED
-
-
-def _set(table: dict[Any, Any], key: Any, value: Any) -> bool:
-    if value is None:
-        return table.pop(key, None) is not None
-    if table.get(key) == value:
-        return False
-    table[key] = value
-    return True

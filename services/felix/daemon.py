@@ -48,7 +48,7 @@ async def build_felix(
     node: str,
     mtu: int,
     policy_timeout: float,
-    ipam_socket: str = "/var/run/calico/ipam.sock",
+    ipam_socket: str,
     policy_dataplane: str | None = "nftables",
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL_S,
 ) -> EndpointManager:

@@ -17,13 +17,13 @@ import logging
 from dataclasses import dataclass, field
 
 from libcalico.datastore import Datastore, KeyExistsError, KeyNotFoundError, RevisionConflictError
+from libcalico.ipam_block import host_affinity
 from services.ipam import keys
 from services.ipam.cluster import ClusterView, selects_node
 from services.ipam.committer import DEFAULT_LINGER_SECONDS, Committer
 from services.ipam.errors import AddressInUseError, InvalidRequestError, PoolsExhaustedError
 from services.ipam.keys import Network
 from services.ipam.model import (
-    AFFINITY_HOST_PREFIX,
     ATTR_NODE,
     AffinityState,
     Block,
@@ -125,7 +125,7 @@ class Allocator:
 
     @property
     def affinity(self) -> str:
-        return AFFINITY_HOST_PREFIX + self.node
+        return host_affinity(self.node)
 
     # -- public API -------------------------------------------------------------------------
 

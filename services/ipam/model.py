@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from libcalico.ipam_block import affine_node
 from services.ipam.keys import Network
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -23,7 +24,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ATTR_NAMESPACE = "namespace"
 ATTR_POD = "pod"
 ATTR_NODE = "node"
-AFFINITY_HOST_PREFIX = "host:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +81,7 @@ class Block:
 
     @property
     def affine_node(self) -> str | None:
-        if self.affinity and self.affinity.startswith(AFFINITY_HOST_PREFIX):
-            return self.affinity[len(AFFINITY_HOST_PREFIX) :]
-        return None
+        return affine_node(self.affinity)
 
     def copy(self) -> Block:
         other = Block.__new__(Block)

@@ -21,7 +21,9 @@ from libcalico.datastore.keys import (
     ipam_block_prefix,
     parse_resource_key,
 )
+from libcalico.ipam_block import affine_node
 from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
+from libcalico.syncer.tables import put
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +83,7 @@ def parse_pool(obj: dict[str, Any]) -> PoolEncap:
 
 def parse_block(raw: bytes) -> BlockOwner:
     data = json.loads(raw)
-    affinity = str(data.get("affinity") or "")
-    node = affinity[len("host:") :] if affinity.startswith("host:") else None
-    return BlockOwner(ipaddress.IPv4Network(data["cidr"]), node)
+    return BlockOwner(ipaddress.IPv4Network(data["cidr"]), affine_node(data.get("affinity")))
 
 
 class VxlanView:
@@ -118,7 +118,7 @@ class VxlanView:
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 # What cannot be read counts as absent: any earlier value of the key goes.
                 log.warning("vxlan: ignoring unparsable %s: %s", key, exc)
-        return _set(table, name, parsed)
+        return put(table, name, parsed)
 
     def _target(self, key: str) -> tuple[dict[str, Any], str, Callable[[bytes], Any]] | None:
         """The table a key belongs in, its name there and the parser of its value."""
@@ -145,12 +145,3 @@ class VxlanView:
             for p in self.pools.values()
             if p.cidr.version == 4 and not p.disabled and p.vxlan_mode == ENCAP_ALWAYS
         ]
-
-
-def _set(table: dict[Any, Any], key: Any, value: Any) -> bool:
-    if value is None:
-        return table.pop(key, None) is not None
-    if table.get(key) == value:
-        return False
-    table[key] = value
-    return True
