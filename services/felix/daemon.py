@@ -16,7 +16,7 @@ from libcalico.config import DatastoreConfig
 from libcalico.datastore import connect
 from libcalico.runtime import ServiceRuntime
 from libcalico.runtime.tasks import cancel_and_wait
-from libcalico.syncer.api import Syncer
+from libcalico.syncer.api import Syncer, SyncerUpdate
 from libcalico.syncer.selection import create_syncer
 from services.felix.endpoint_api import SERVICE_NAME, EndpointsServicer, add_to_server
 from services.felix.endpoint_dataplane import (
@@ -34,6 +34,7 @@ from services.felix.policy.engine import DEFAULT_REFRESH_INTERVAL_S
 from services.felix.status_api import serve_status
 from services.felix.syncer_tap import ObservedSyncer
 from services.felix.vxlan.manager import VxlanManager
+from services.felix.vxlan.view import VxlanView
 from services.felix.workload_endpoints import WorkloadEndpointStore
 
 log = logging.getLogger(__name__)
@@ -56,17 +57,25 @@ async def build_felix(
     datastore = await connect(ds_config)
     runtime.on_shutdown(datastore.close)
     dataplane: EndpointDataplane = KnownEndpointsDataplane()
-    # One syncer stream feeds the policy engine and, beside it, the VXLAN manager.
-    vxlan = VxlanManager(datastore, ipam_socket, node, refresh_interval)
+    # One syncer stream feeds the policy engine and, beside it, one view of nodes, pools and
+    # blocks (each update parsed once) that the VXLAN and outgoing-NAT managers both read.
+    topology = VxlanView()
+    vxlan = VxlanManager(topology, datastore, ipam_socket, node, refresh_interval)
     vxlan.start()
     runtime.on_shutdown(vxlan.stop)
-    observers = [vxlan.observe]
+    woken = [vxlan.wake]
     if policy_dataplane is not None:
-        natout = NatOutgoingManager(policy_dataplane, refresh_interval)
+        natout = NatOutgoingManager(topology, policy_dataplane, refresh_interval)
         natout.start()
         runtime.on_shutdown(natout.stop)
-        observers.append(natout.observe)
-    syncer = ObservedSyncer(create_syncer(datastore, node, "felix"), observers)
+        woken.append(natout.wake)
+
+    def observe(batch: list[SyncerUpdate]) -> None:
+        if topology.apply(batch) and topology.in_sync:
+            for wake in woken:
+                wake()
+
+    syncer = ObservedSyncer(create_syncer(datastore, node, "felix"), [observe])
     if policy_dataplane is not None:
         # Policy first: an ADD is answered only once its endpoint's rules are in the kernel.
         engine = await start_policy_engine(

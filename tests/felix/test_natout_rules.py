@@ -8,6 +8,7 @@ from libcalico.datastore.keys import GROUP_CALICO, resource_prefix
 from libcalico.syncer.api import InSync, Update
 from services.felix.natout.manager import NatOutgoingManager
 from services.felix.natout.rules import render_iptables, render_nft
+from services.felix.vxlan.view import VxlanView
 
 POOLS = resource_prefix(GROUP_CALICO, "ippools")
 
@@ -47,8 +48,9 @@ def _pool(name: str, cidr: str, nat: bool, disabled: bool = False) -> Update:
 
 
 async def test_manager_masquerades_enabled_nat_pools_only() -> None:
-    manager = NatOutgoingManager("nftables", 30.0)
-    manager.observe(
+    view = VxlanView()
+    manager = NatOutgoingManager(view, "nftables", 30.0)
+    view.apply(
         [
             _pool("a", "10.65.0.0/16", True),
             _pool("b", "10.70.0.0/16", False),

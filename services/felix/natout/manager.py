@@ -10,7 +10,6 @@ import contextlib
 import logging
 
 from libcalico.runtime.tasks import cancel_and_wait
-from libcalico.syncer.api import SyncerUpdate
 from services.felix.natout.rules import IPT_CHAIN, render_iptables, render_nft
 from services.felix.vxlan.view import VxlanView
 
@@ -21,10 +20,10 @@ IPTABLES_SUFFIX = {"iptables": "-nft", "iptables-legacy": "-legacy"}
 
 
 class NatOutgoingManager:
-    def __init__(self, dataplane: str, refresh_interval: float) -> None:
+    def __init__(self, view: VxlanView, dataplane: str, refresh_interval: float) -> None:
         if dataplane != "nftables" and dataplane not in IPTABLES_SUFFIX:
             raise ValueError(f"dataplane {dataplane!r}: no outgoing NAT for it")
-        self.view = VxlanView()  # only its pools are used here
+        self.view = view  # shared with the VXLAN manager; only its pools are used here
         self._dataplane = dataplane
         self._refresh_interval = refresh_interval
         self._changed = asyncio.Event()
@@ -33,10 +32,13 @@ class NatOutgoingManager:
         # The rules were removed (or found absent) and no pool asked for NAT since: the first
         # round always writes, which also clears what a previous Felix left.
         self._cleared = False
+        # What the last round wrote: a view change that leaves it the same (a block claimed,
+        # a node's VTEP) rewrites nothing until the refresh interval.
+        self._applied: tuple[list[str], list[str]] | None = None
 
-    def observe(self, batch: list[SyncerUpdate]) -> None:
-        if self.view.apply(batch) and self.view.in_sync:
-            self._changed.set()
+    def wake(self) -> None:
+        """The view changed (and is in sync): check the pools soon."""
+        self._changed.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="felix-nat-outgoing")
@@ -53,16 +55,23 @@ class NatOutgoingManager:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            periodic = False
+            try:
                 await asyncio.wait_for(self._changed.wait(), self._refresh_interval)
+            except TimeoutError:
+                periodic = True
             self._changed.clear()
             if not self.view.in_sync:
                 continue
-            masquerade, pools = self.wanted()
+            wanted = self.wanted()
+            masquerade, pools = wanted
             if not masquerade and self._cleared:
                 continue  # nothing to masquerade, and no rule of ours left since the last round
+            if wanted == self._applied and not periodic:
+                continue  # the pools did not change; the refresh repairs drift
             try:
                 await self._apply(masquerade, pools)
+                self._applied = wanted
                 self._cleared = not masquerade
                 self.rounds += 1
             except asyncio.CancelledError:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from libcalico.datastore import Datastore
 from libcalico.runtime.tasks import cancel_and_wait
-from libcalico.syncer.api import SyncerUpdate
 from services.felix.vxlan.intent import VxlanIntent, compute
 from services.felix.vxlan.kernel import VxlanKernel
 from services.felix.vxlan.tunnel_addr import ensure_vtep
@@ -28,9 +27,14 @@ _RETRY_DELAY_S = 0.5
 
 class VxlanManager:
     def __init__(
-        self, datastore: Datastore, ipam_socket: str, node: str, refresh_interval: float
+        self,
+        view: VxlanView,
+        datastore: Datastore,
+        ipam_socket: str,
+        node: str,
+        refresh_interval: float,
     ) -> None:
-        self.view = VxlanView()
+        self.view = view  # shared with the NAT manager; daemon.py applies the syncer to it
         self._datastore = datastore
         self._ipam_socket = ipam_socket
         self._node = node
@@ -51,9 +55,9 @@ class VxlanManager:
         self._mtu_listener = listener
         listener(self._kernel.device_mtu)
 
-    def observe(self, batch: list[SyncerUpdate]) -> None:
-        if self.view.apply(batch) and self.view.in_sync:
-            self._changed.set()
+    def wake(self) -> None:
+        """The view changed (and is in sync): reconcile soon."""
+        self._changed.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="felix-vxlan")
