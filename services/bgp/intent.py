@@ -20,6 +20,10 @@ Calico's semantics, in short:
   affinity record), addresses this node borrowed from other nodes' blocks (/32), and the
   configured service prefixes; never anything in a disabled pool or one with
   disableBGPExport (those blocks keep their kernel blackhole but are not advertised).
+- Encapsulated pools (vxlanMode or ipipMode Always / CrossSubnet): their blocks are advertised
+  as any other, but Felix owns the kernel routes to other nodes' blocks in them (through
+  vxlan.calico, or plain for a CrossSubnet neighbour), so the intent names these pools and
+  BIRD keeps what it learns within them out of the kernel.
 """
 
 from __future__ import annotations
@@ -118,6 +122,10 @@ class BGPIntent:
     service_prefixes: tuple[str, ...] = ()
     # Advertised pools' CIDRs: what a route reflector may reflect.
     reflect_pools: tuple[str, ...] = ()
+    # Pools with vxlanMode or ipipMode Always / CrossSubnet: Felix programs the routes to
+    # their blocks, so BGP-learned routes within them stay out of the kernel (still learned,
+    # advertised and reflected).
+    felix_routed_pools: tuple[str, ...] = ()
     peers: tuple[PeerIntent, ...] = ()
     filters: tuple[BGPFilterIntent, ...] = ()
     communities: tuple[CommunityIntent, ...] = ()
@@ -225,6 +233,9 @@ def build_intent(view: ClusterView, node: str) -> BGPIntent:
         "service_prefixes": _service_prefixes(config),
         "reflect_pools": _sorted_prefixes(
             str(p.cidr) for p in pools if p.exported and p.cidr.version == 4
+        ),
+        "felix_routed_pools": _sorted_prefixes(
+            str(p.cidr) for p in pools if p.encapsulated and p.cidr.version == 4
         ),
         "communities": _communities(config),
     }

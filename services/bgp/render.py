@@ -111,8 +111,9 @@ def _base_protocols(out: list[str], intent: BGPIntent) -> None:
         "# Into the kernel: routes learned over BGP, and our own blocks' blackholes. Nothing is",
         "# learned from the kernel (Felix owns the /32 routes to local pods).",
         "filter calico_kernel_export {",
-        "  if source = RTS_BGP then accept;",
         f'  if proto = "{PROTO_BLOCKS}" || proto = "{PROTO_BLOCKS_UNADVERTISED}" then accept;',
+        *_felix_routed_rejection(intent.felix_routed_pools),
+        "  if source = RTS_BGP then accept;",
         "  reject;",
         "}",
         "protocol kernel calico_kernel {",
@@ -121,6 +122,18 @@ def _base_protocols(out: list[str], intent: BGPIntent) -> None:
         "  graceful restart on;  # after a BIRD restart, keep kernel routes until peers resync",
         "}",
         "",
+    ]
+
+
+def _felix_routed_rejection(pools: tuple[str, ...]) -> list[str]:
+    """Kernel filter lines keeping learned routes within VXLAN / IPIP pools out of the kernel:
+    Felix programs those (via vxlan.calico, or plain to a CrossSubnet neighbour, protocol 80),
+    and a second route from BIRD for the same block would compete with Felix's."""
+    if not pools:
+        return []
+    return [
+        "  # VXLAN / IPIP pools: Felix programs the routes to other nodes' blocks in them.",
+        f"  if source = RTS_BGP && net ~ {_prefix_set(pools, '+')} then reject;",
     ]
 
 

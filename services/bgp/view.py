@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AFFINITY_CONFIRMED = "confirmed"
+# IPPool vxlanMode / ipipMode values under which Felix, not BIRD, routes the pool's blocks.
+ENCAP_MODES_FELIX_ROUTES = ("Always", "CrossSubnet")
 _BLOCK_PREFIX = "/calico/ipam/v2/assignment/"
 
 # The resource kinds BGP reads, by the plural in their keys.
@@ -66,10 +68,19 @@ class PoolInfo:
     cidr: IPNetwork
     disabled: bool
     disable_bgp_export: bool
+    vxlan_mode: str = "Never"  # spec.vxlanMode: Never | Always | CrossSubnet
+    ipip_mode: str = "Never"  # spec.ipipMode: Never | Always | CrossSubnet
 
     @property
     def exported(self) -> bool:
         return not (self.disabled or self.disable_bgp_export)
+
+    @property
+    def encapsulated(self) -> bool:
+        """VXLAN or IPIP (Always or CrossSubnet): Felix programs the routes to this pool's
+        blocks on other nodes, so BIRD must not put its own there."""
+        modes = (self.vxlan_mode, self.ipip_mode)
+        return any(mode in ENCAP_MODES_FELIX_ROUTES for mode in modes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +135,10 @@ def parse_pool(obj: Mapping[str, Any]) -> PoolInfo:
         cidr=ipaddress.ip_network(spec["cidr"], strict=False),
         disabled=bool(spec.get("disabled", False)),
         disable_bgp_export=bool(spec.get("disableBGPExport", False)),
+        # Validation fills both modes in ("Never" when absent); the default covers a view
+        # built from unvalidated specs (tests, synthetic clusters).
+        vxlan_mode=str(spec.get("vxlanMode") or "Never"),
+        ipip_mode=str(spec.get("ipipMode") or "Never"),
     )
 
 

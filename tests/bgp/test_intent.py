@@ -296,6 +296,38 @@ def test_disabled_and_unexported_pools_are_never_advertised() -> None:
     assert intent.reflect_pools == ("10.200.0.0/16",)
 
 
+def test_encapsulated_pools_are_advertised_but_left_to_felix_in_the_kernel() -> None:
+    view = cluster(
+        *THREE_NODES,
+        pool("plain", "10.200.0.0/16"),
+        pool("vx", "10.210.0.0/16", vxlanMode="Always"),
+        pool("vx-cross", "10.211.0.0/16", vxlanMode="CrossSubnet"),
+        pool("ipip", "10.212.0.0/16", ipipMode="Always"),
+        pool("vx-never", "10.213.0.0/16", vxlanMode="Never", ipipMode="Never"),
+        pool("vx-v6", "fd00:10::/48", vxlanMode="Always"),
+        block_updates("10.210.0.0/26", "n1"),
+        block_updates("10.210.1.0/26", "n2", {5: "n1"}),
+    )
+    assert view.pools["vx"].vxlan_mode == "Always" and view.pools["ipip"].ipip_mode == "Always"
+    assert view.pools["plain"].vxlan_mode == view.pools["plain"].ipip_mode == "Never"
+    intent = build_intent(view, "n1")
+    # Felix routes these pools; IPv6 is not rendered (IPv4 only), "Never" is BIRD's.
+    assert intent.felix_routed_pools == ("10.210.0.0/16", "10.211.0.0/16", "10.212.0.0/16")
+    # Still advertised and reflected like any other pool: peers and ToRs learn the blocks.
+    assert intent.blocks == ("10.210.0.0/26",)
+    assert intent.borrowed == ("10.210.1.5/32",)
+    assert "10.210.0.0/16" in intent.reflect_pools
+
+
+def test_pool_mode_change_changes_the_intent() -> None:
+    before = build_intent(cluster(*THREE_NODES, pool("p", "10.210.0.0/16")), "n1")
+    after = build_intent(
+        cluster(*THREE_NODES, pool("p", "10.210.0.0/16", vxlanMode="CrossSubnet")), "n1"
+    )
+    assert before.felix_routed_pools == () and after.felix_routed_pools == ("10.210.0.0/16",)
+    assert before != after
+
+
 def test_service_prefixes_and_communities() -> None:
     view = cluster(
         *THREE_NODES,

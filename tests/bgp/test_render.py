@@ -67,7 +67,21 @@ def variants() -> dict[str, BGPIntent]:
         "no-address": build_intent(cluster(node("n1", None, asNumber=65001)), "n1"),
         "empty": build_intent(cluster(), "ghost"),
         "large": build_intent(synthetic_view(50, 500), "node-0"),
+        "vxlan": build_intent(vxlan_view(), "n1"),
     }
+
+
+def vxlan_view() -> ClusterView:
+    """A VXLAN pool, an IPIP CrossSubnet pool and a plain one, each with an own block."""
+    return cluster(
+        *THREE_NODES,
+        pool("plain", "10.200.0.0/16"),
+        pool("vx", "10.210.0.0/16", vxlanMode="Always"),
+        pool("tun", "10.212.0.0/16", ipipMode="CrossSubnet"),
+        block_updates("10.200.0.0/26", "n1"),
+        block_updates("10.210.0.0/26", "n1"),
+        block_updates("10.212.0.0/26", "n1"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +183,22 @@ def test_no_address_renders_no_sessions() -> None:
     text = render_config(variants()["no-address"], OPTIONS)
     assert "router id 0.0.0.1;" in text and "protocol bgp" not in text
     assert "# note: node n1 has no spec.bgp.ipv4Address" in text
+
+
+def test_kernel_filter_leaves_encapsulated_pools_to_felix() -> None:
+    text = render_config(variants()["vxlan"], OPTIONS)
+    kernel = text.split("filter calico_kernel_export {")[1].split("\n}\n")[0]
+    lines = [ln.strip() for ln in kernel.strip().splitlines() if not ln.strip().startswith("#")]
+    # Own blackholes first (also those inside the VXLAN pool), then learned routes within the
+    # encapsulated pools rejected, then every other learned route accepted.
+    assert lines == [
+        'if proto = "calico_blocks" || proto = "calico_blocks_local" then accept;',
+        "if source = RTS_BGP && net ~ [ 10.210.0.0/16+, 10.212.0.0/16+ ] then reject;",
+        "if source = RTS_BGP then accept;",
+        "reject;",
+    ]
+    blocks = text.split("protocol static calico_blocks {")[1].split("}")[0]
+    assert "route 10.210.0.0/26 blackhole;" in blocks and "route 10.212.0.0/26 blackhole;" in blocks
+    # No encapsulated pool: no rejection line at all.
+    plain = render_config(variants()["mesh"], OPTIONS)
+    assert "net ~" not in plain.split("filter calico_kernel_export {")[1].split("\n}\n")[0]
