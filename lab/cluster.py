@@ -75,10 +75,6 @@ def _check_options(
         raise LabError(f"--bgp: expected one of {', '.join(bgp.MODES)}")
     if encap not in ENCAPS:
         raise LabError(f"--encap: expected one of {', '.join(ENCAPS)}")
-    if encap != "none" and bgp_mode != "none":
-        # Felix owns the VXLAN routes; calico-bgpd would announce the same blocks as plain
-        # routes (Calico keeps VXLAN blocks out of BGP; that part is not built yet).
-        raise LabError(f"--encap: {encap} runs without BGP for now (use --bgp none)")
     if tor is None:
         return
     from lab.tor import TOR_KINDS
@@ -108,7 +104,9 @@ def bring_up(
     for BGP to converge; on failure undo it all.
 
     With `encap` "vxlan" the pool has vxlanMode Always and BGP defaults to none, as Calico
-    with VXLAN usually runs: Felix programs the routes between nodes."""
+    with VXLAN usually runs: Felix programs the routes between nodes. With `bgp_mode` mesh or
+    rr as well, the blocks are still advertised over BGP but BIRD leaves their kernel routes
+    to Felix (services/bgp/DESIGN.md)."""
     mode = bgp_mode or ("none" if encap != "none" else bgp.default_mode(nodes, tor is not None))
     _check_options(datastore, dataplane, nodes, mode, tor, tor_asn, encap)
     if LabState.exists(state_dir):

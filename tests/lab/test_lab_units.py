@@ -353,7 +353,6 @@ def test_bird_from_pidfile_only_names_that_directorys_bird(tmp_path: Path) -> No
         ({"tor": "gobgp", "tor_asn": 0}, "--tor-asn"),
         ({"datastore": "consul"}, "--datastore"),
         ({"encap": "ipip"}, "--encap"),
-        ({"encap": "vxlan", "nodes": 3, "bgp_mode": "mesh"}, "--encap"),
     ],
 )
 def test_bad_lab_options_name_the_field_and_make_nothing(
