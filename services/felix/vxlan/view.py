@@ -31,12 +31,14 @@ _BLOCK_PREFIX_V4 = ipam_block_prefix(4)
 ENCAP_NEVER = "Never"
 ENCAP_ALWAYS = "Always"
 ENCAP_CROSS_SUBNET = "CrossSubnet"
+ENCAP_MODES = (ENCAP_ALWAYS, ENCAP_CROSS_SUBNET)  # the modes that encapsulate at all
 
 
 @dataclass(frozen=True, slots=True)
 class NodeVtep:
     name: str
     address: str | None  # the bare address of spec.bgp.ipv4Address ("10.66.0.11")
+    subnet: ipaddress.IPv4Network | None  # that address's network ("10.66.0.0/24"), CrossSubnet
     vtep_ip: str | None  # spec.ipv4VXLANTunnelAddr
     vtep_mac: str | None  # spec.vxlanTunnelMACAddr
 
@@ -62,9 +64,11 @@ def parse_node(obj: dict[str, Any]) -> NodeVtep:
     address = bgp.get("ipv4Address") or None
     vtep_ip = spec.get("ipv4VXLANTunnelAddr") or None
     vtep_mac = spec.get("vxlanTunnelMACAddr") or None
+    interface = ipaddress.IPv4Interface(address) if address else None
     return NodeVtep(
         name=str(obj["metadata"]["name"]),
-        address=str(ipaddress.ip_interface(address).ip) if address else None,
+        address=str(interface.ip) if interface else None,
+        subnet=interface.network if interface else None,
         vtep_ip=str(ipaddress.ip_address(vtep_ip)) if vtep_ip else None,
         vtep_mac=str(vtep_mac).lower() if vtep_mac else None,
     )
@@ -139,9 +143,10 @@ class VxlanView:
         return None
 
     def vxlan_pools(self) -> list[PoolEncap]:
-        """Enabled IPv4 pools whose traffic between nodes is encapsulated (Always)."""
+        """Enabled IPv4 pools whose traffic between nodes may be VXLAN-encapsulated (Always,
+        or CrossSubnet: only towards nodes outside this node's subnet)."""
         return [
             p
             for p in self.pools.values()
-            if p.cidr.version == 4 and not p.disabled and p.vxlan_mode == ENCAP_ALWAYS
+            if p.cidr.version == 4 and not p.disabled and p.vxlan_mode in ENCAP_MODES
         ]
