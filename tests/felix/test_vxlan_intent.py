@@ -9,7 +9,7 @@ from typing import Any
 from libcalico.datastore.keys import GROUP_CALICO, ipam_block_prefix, resource_prefix
 from libcalico.syncer import FELIX_PREFIXES
 from libcalico.syncer.api import Delete, InSync, Update
-from services.felix.vxlan.intent import DEVICE, RouteIntent, compute
+from services.felix.vxlan.intent import DEVICE, RouteIntent, compute, vtep_pools
 from services.felix.vxlan.tunnel_addr import handle_of, vtep_mac
 from services.felix.vxlan.view import VxlanView
 
@@ -26,8 +26,16 @@ def _node(name: str, address: str, vtep: str | None, prefix: int = 24) -> Update
     return Update(NODES + name, json.dumps(body).encode(), 1)
 
 
-def _pool(name: str, cidr: str, vxlan: str = "Always", disabled: bool = False) -> Update:
-    spec = {"cidr": cidr, "vxlanMode": vxlan, "disabled": disabled}
+def _pool(
+    name: str,
+    cidr: str,
+    vxlan: str = "Always",
+    disabled: bool = False,
+    uses: list[str] | None = None,
+) -> Update:
+    spec: dict[str, Any] = {"cidr": cidr, "vxlanMode": vxlan, "disabled": disabled}
+    if uses is not None:
+        spec["allowedUses"] = uses
     return Update(POOLS + name, json.dumps({"metadata": {"name": name}, "spec": spec}).encode(), 1)
 
 
@@ -179,3 +187,21 @@ def test_always_pools_tunnel_even_within_the_subnet() -> None:
     intent = compute(view, "node-1")
     assert intent.routes["10.65.2.0/26"] == _vx("10.65.2.0")
     assert intent.routes["10.65.3.0/26"] == RouteIntent("10.66.0.13", None)
+
+
+def test_the_vtep_comes_only_from_pools_allowing_tunnel() -> None:
+    view = _cluster()
+    assert vtep_pools(view) == (("10.65.0.0/16",), "")  # no allowedUses: Workload + Tunnel
+    view.apply(
+        [
+            _pool("p", "10.65.0.0/16", uses=["Workload"]),
+            _pool("t", "10.67.0.0/24", vxlan="CrossSubnet", uses=["Tunnel"]),
+            _pool("never", "10.68.0.0/24", vxlan="Never", uses=["Tunnel"]),  # not VXLAN
+        ]
+    )
+    assert vtep_pools(view) == (("10.67.0.0/24",), "")
+    view.apply([Delete(POOLS + "t")])
+    pools, problem = vtep_pools(view)
+    assert pools == () and "allowedUses" in problem and "Tunnel" in problem
+    view.apply([Delete(POOLS + "p")])
+    assert vtep_pools(view) == ((), "")  # no VXLAN pool at all: nothing to explain

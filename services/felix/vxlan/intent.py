@@ -66,6 +66,16 @@ def pool_of(block: BlockOwner, pools: list[PoolEncap]) -> PoolEncap | None:
     return max(holding, key=lambda p: p.cidr.prefixlen, default=None)
 
 
+def vtep_pools(view: VxlanView) -> tuple[tuple[str, ...], str]:
+    """The CIDRs this node's VTEP address may come from (VXLAN pools whose allowedUses has
+    Tunnel), and why there is none to take when VXLAN pools exist but none allows it."""
+    vxlan = view.vxlan_pools()
+    pools = tuple(sorted(str(p.cidr) for p in vxlan if p.allows_tunnel))
+    if vxlan and not pools:
+        return pools, "no VXLAN pool allows Tunnel (allowedUses): this node gets no VTEP"
+    return pools, ""
+
+
 def compute(view: VxlanView, node: str) -> VxlanIntent:
     pools = view.vxlan_pools()
     me = view.nodes.get(node)

@@ -32,6 +32,8 @@ ENCAP_NEVER = "Never"
 ENCAP_ALWAYS = "Always"
 ENCAP_CROSS_SUBNET = "CrossSubnet"
 ENCAP_MODES = (ENCAP_ALWAYS, ENCAP_CROSS_SUBNET)  # the modes that encapsulate at all
+USE_TUNNEL = "Tunnel"
+DEFAULT_ALLOWED_USES = ("Workload", USE_TUNNEL)  # a pool without allowedUses
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,12 @@ class PoolEncap:
     vxlan_mode: str
     disabled: bool
     nat_outgoing: bool = False
+    allowed_uses: tuple[str, ...] = DEFAULT_ALLOWED_USES
+
+    @property
+    def allows_tunnel(self) -> bool:
+        """Whether a node's tunnel address (VTEP) may come from this pool."""
+        return USE_TUNNEL in self.allowed_uses
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,7 @@ def parse_pool(obj: dict[str, Any]) -> PoolEncap:
         vxlan_mode=str(spec.get("vxlanMode") or ENCAP_NEVER),
         disabled=bool(spec.get("disabled", False)),
         nat_outgoing=bool(spec.get("natOutgoing", False)),
+        allowed_uses=tuple(str(u) for u in spec.get("allowedUses") or DEFAULT_ALLOWED_USES),
     )
 
 
