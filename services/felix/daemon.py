@@ -95,7 +95,6 @@ async def build_felix(
     if not mtu:
         mtu = await worker.default_route_mtu(FALLBACK_MTU)
     log.info("veth MTU %d", mtu)
-    detected_mtu = mtu
     pods = PodCache(datastore)
     manager = EndpointManager(
         node=node,
@@ -109,10 +108,10 @@ async def build_felix(
     )
     pods.listener = manager
 
-    def overlay_mtu(vxlan_mtu: int | None) -> None:
-        # An explicit --mtu/FELIX_VETHMTU wins; else pods get the overlay's MTU while there is
-        # one (Calico's veth MTU: the smallest of the enabled encapsulations').
-        manager.default_mtu = explicit_mtu or vxlan_mtu or detected_mtu
+    def overlay_mtu(pod_mtu: int) -> None:
+        # An explicit --mtu/FELIX_VETHMTU wins; else the overlay manager's choice (Calico's
+        # veth MTU: the smallest of the enabled encapsulations', else the detected MTU).
+        manager.default_mtu = explicit_mtu or pod_mtu
         log.info("veth MTU for new pods %d", manager.default_mtu)
 
     vxlan.on_mtu(overlay_mtu)

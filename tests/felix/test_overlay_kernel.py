@@ -8,6 +8,7 @@ inside its own namespace (pushns/popns around the first call) and checks with `i
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from pyroute2.netns import popns, pushns
 
+from services.felix.vxlan.felixconfig import FelixConfig
 from services.felix.vxlan.intent import DEVICE, DeviceIntent, RouteIntent, VxlanIntent
 from services.felix.vxlan.kernel import RTPROT_FELIX, VxlanKernel
 from services.felix.vxlan.tunnel_addr import vtep_mac
@@ -43,12 +45,12 @@ def node_ns() -> Iterator[str]:
         run("ip", "netns", "del", name, check=False)
 
 
-def _intent(direct: dict[str, str], tunnelled: dict[str, str]) -> VxlanIntent:
+def _intent(direct: dict[str, str], tunnelled: dict[str, str], mtu: int = 1450) -> VxlanIntent:
     routes = {c: RouteIntent(via, None) for c, via in direct.items()}
     routes |= {c: RouteIntent(via, DEVICE) for c, via in tunnelled.items()}
     return VxlanIntent(
         local=LOCAL,
-        device=DeviceIntent(LOCAL, "10.65.1.0", vtep_mac("node-1")),
+        device=DeviceIntent(LOCAL, "10.65.1.0", vtep_mac("node-1"), mtu),
         routes=routes,
         neighbours={"10.65.5.0": REMOTE_MAC} if tunnelled else {},
         fdb={REMOTE_MAC: "10.66.1.14"} if tunnelled else {},
@@ -110,5 +112,43 @@ async def test_direct_routes_without_a_device(node_ns: str) -> None:
         assert await kernel.reconcile(intent) == 1
         assert _routes(node_ns, str(RTPROT_FELIX)) == {"10.65.2.0/26": ("10.66.0.12", "up0", [])}
         assert ip_json(node_ns, "link", "show", "type", "vxlan") == []
+    finally:
+        await kernel.close()
+
+
+async def test_mtu_detection_and_a_changed_device_mtu(node_ns: str) -> None:
+    for dev, mtu, up in (("eth9", 1400, True), ("eth8", 1300, False), ("ens5", 9000, True)):
+        run(
+            "ip",
+            "link",
+            "add",
+            dev,
+            "mtu",
+            str(mtu),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"{dev}p",
+            netns=node_ns,
+        )
+        if up:
+            run("ip", "link", "set", dev, "up", netns=node_ns)
+    kernel = VxlanKernel()
+    try:
+        await _open_in(kernel, node_ns)
+        # Calico's default pattern: eth9 and ens5 match and are up (eth8 is down, up0 and the
+        # peers do not match): the smallest, 1400.
+        assert await kernel.detect_mtu(FelixConfig().mtu_iface_regex) == 1400
+        assert await kernel.detect_mtu(re.compile("^ens")) == 9000
+        assert await kernel.detect_mtu(re.compile("^nothing")) == 1500
+
+        assert await kernel.reconcile(_intent({}, {}, mtu=1450)) > 0
+        # vxlanMTU changed at run time: the device keeps existing, its MTU changes in place.
+        (before,) = ip_json(node_ns, "link", "show", "dev", DEVICE)
+        assert await kernel.reconcile(_intent({}, {}, mtu=1400)) == 1
+        (after,) = ip_json(node_ns, "link", "show", "dev", DEVICE)
+        assert (before["ifindex"], before["mtu"]) == (after["ifindex"], 1450)
+        assert after["mtu"] == 1400 and kernel.device_mtu == 1400
     finally:
         await kernel.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from services.felix.vxlan.felixconfig import FelixConfig, effective
 from services.felix.vxlan.view import (
     ENCAP_CROSS_SUBNET,
     BlockOwner,
@@ -29,6 +30,7 @@ DEVICE = "vxlan.calico"
 VNI = 4096
 PORT = 4789
 OVERHEAD = 50  # VXLAN over IPv4: outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+FALLBACK_MTU = 1500
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ class DeviceIntent:
     local: str  # this node's address: the outer source
     vtep_ip: str
     vtep_mac: str
+    mtu: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,9 @@ class VxlanIntent:
     routes: dict[str, RouteIntent] = field(default_factory=dict)  # block CIDR -> next hop
     neighbours: dict[str, str] = field(default_factory=dict)  # remote VTEP address -> its MAC
     fdb: dict[str, str] = field(default_factory=dict)  # remote VTEP MAC -> remote node address
+    # The veth MTU for new pods: the smallest of the enabled encapsulations', else the detected
+    # uplink MTU (an explicit --mtu/FELIX_VETHMTU overrides it in daemon.py).
+    pod_mtu: int = FALLBACK_MTU
 
 
 def same_subnet(me: NodeVtep, remote: NodeVtep) -> bool:
@@ -76,15 +82,23 @@ def vtep_pools(view: VxlanView) -> tuple[tuple[str, ...], str]:
     return pools, ""
 
 
-def compute(view: VxlanView, node: str) -> VxlanIntent:
+def vxlan_mtu(config: FelixConfig, detected_mtu: int) -> int:
+    """vxlan.calico's MTU: FelixConfiguration vxlanMTU, else the detected MTU less VXLAN's."""
+    return config.vxlan_mtu or detected_mtu - OVERHEAD
+
+
+def compute(view: VxlanView, node: str, detected_mtu: int = FALLBACK_MTU) -> VxlanIntent:
+    """`detected_mtu`: the uplinks' MTU (FelixConfiguration mtuIfacePattern, kernel.py)."""
     pools = view.vxlan_pools()
     me = view.nodes.get(node)
-    intent = VxlanIntent()
+    config = effective(view.felix_configs, node)
+    intent = VxlanIntent(pod_mtu=vxlan_mtu(config, detected_mtu) if pools else detected_mtu)
     if not pools or me is None or not me.address:
         return intent  # no overlay, or this node's address is not known yet
     intent.local = me.address
     if me.vtep_ip and me.vtep_mac:
-        intent.device = DeviceIntent(me.address, me.vtep_ip, me.vtep_mac)
+        mtu = vxlan_mtu(config, detected_mtu)
+        intent.device = DeviceIntent(me.address, me.vtep_ip, me.vtep_mac, mtu)
     for block in view.blocks.values():
         if block.node is None or block.node == node:
             continue

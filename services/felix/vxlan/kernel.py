@@ -15,13 +15,14 @@ per-pod path, where pyroute2's import and helper costs do not matter (services/f
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
-from services.felix.vxlan.intent import DEVICE, OVERHEAD, PORT, VNI, DeviceIntent, VxlanIntent
+from services.felix.vxlan.intent import DEVICE, PORT, VNI, DeviceIntent, VxlanIntent
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 FALLBACK_UPLINK_MTU = 1500
+IFF_UP = 1
 
 
 async def _collect(result: Any) -> list[Any]:
@@ -110,18 +112,20 @@ class VxlanKernel:
                 return int(msg["index"])
         return None
 
-    async def uplink_mtu(self, local: str) -> int:
-        """The MTU of the interface holding this node's address."""
+    async def detect_mtu(self, pattern: re.Pattern[str]) -> int:
+        """The smallest MTU of the interfaces that are up and whose name `pattern` finds
+        (FelixConfiguration mtuIfacePattern, searched like Go's MatchString); 1500 if none."""
         ipr = await self._conn()
-        index = await self._address_index(ipr, local)
-        if index is None:
-            return FALLBACK_UPLINK_MTU
-        links = await _collect(await ipr.link("get", index=index))
-        return int(links[0].get("mtu"))
+        mtus = [
+            int(link.get("mtu"))
+            for link in await _collect(await ipr.link("dump"))
+            if int(link["flags"]) & IFF_UP and pattern.search(str(link.get("ifname") or ""))
+        ]
+        return min(mtus, default=FALLBACK_UPLINK_MTU)
 
     async def _ensure_device(self, ipr: AsyncIPRoute, want: DeviceIntent) -> tuple[int, int]:
         changes = 0
-        mtu = await self.uplink_mtu(want.local) - OVERHEAD
+        mtu = want.mtu
         index = await self._device_index(ipr)
         if index is not None and not await self._device_matches(ipr, index, want):
             log.info("vxlan: %s differs from the intent; re-creating it", DEVICE)
@@ -147,7 +151,7 @@ class VxlanKernel:
         if int(link.get("mtu")) != mtu:
             await ipr.link("set", index=index, mtu=mtu)
             changes += 1
-        if not int(link["flags"]) & 1:  # IFF_UP
+        if not int(link["flags"]) & IFF_UP:
             await ipr.link("set", index=index, state="up")
             changes += 1
         changes += await self._sync_address(ipr, index, want.vtep_ip)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from libcalico.datastore import Datastore
 from libcalico.runtime.tasks import cancel_and_wait
+from services.felix.vxlan.felixconfig import effective
 from services.felix.vxlan.intent import VxlanIntent, compute, vtep_pools
 from services.felix.vxlan.kernel import VxlanKernel
 from services.felix.vxlan.tunnel_addr import ensure_vtep
@@ -48,13 +49,17 @@ class VxlanManager:
         self.last_repairs = 0
         self.last_error = ""
         self.vtep_problem = ""  # why this node has no VTEP although there are VXLAN pools
-        self._mtu_listener: Callable[[int | None], None] | None = None
+        self._mtu_listener: Callable[[int], None] | None = None
+        self._pod_mtu: int | None = None
+        self.detected_mtu: int | None = None
 
-    def on_mtu(self, listener: Callable[[int | None], None]) -> None:
-        """Call `listener` with vxlan.calico's MTU (None without a device) now and whenever
-        it changes: pods created after that get it on their veths."""
+    def on_mtu(self, listener: Callable[[int], None]) -> None:
+        """Call `listener` with the veth MTU for new pods (intent.pod_mtu: the enabled
+        encapsulations' smallest, else the detected uplink MTU) once the first round has
+        computed it and whenever it changes: pods created after that get it."""
         self._mtu_listener = listener
-        listener(self._kernel.device_mtu)
+        if self._pod_mtu is not None:
+            listener(self._pod_mtu)
 
     def wake(self) -> None:
         """The view changed (and is in sync): reconcile soon."""
@@ -109,10 +114,11 @@ class VxlanManager:
             # round that programs the device.
             await ensure_vtep(self._datastore, self._ipam_socket, self._node, pools)
         self._published_pools = pools
-        self.intent = compute(self.view, self._node)
-        before = self._kernel.device_mtu
-        try:
-            return await self._kernel.reconcile(self.intent)
-        finally:
-            if self._mtu_listener is not None and self._kernel.device_mtu != before:
-                self._mtu_listener(self._kernel.device_mtu)
+        config = effective(self.view.felix_configs, self._node)
+        self.detected_mtu = await self._kernel.detect_mtu(config.mtu_iface_regex)
+        self.intent = compute(self.view, self._node, self.detected_mtu)
+        if self.intent.pod_mtu != self._pod_mtu:
+            self._pod_mtu = self.intent.pod_mtu
+            if self._mtu_listener is not None:
+                self._mtu_listener(self._pod_mtu)
+        return await self._kernel.reconcile(self.intent)

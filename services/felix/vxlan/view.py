@@ -1,6 +1,6 @@
-"""VxlanView: the nodes, pools and IPAM blocks the Felix syncer delivered, reduced to what the
-overlay needs. A value that does not parse counts as absent (logged with its key): the view
-never holds half an object.
+"""VxlanView: the nodes, pools, IPAM blocks and FelixConfigurations the Felix syncer
+delivered, reduced to what the overlay needs. A value that does not parse counts as absent
+(logged with its key): the view never holds half an object.
 
 Routing follows each block's own `affinity` field ("host:<node>"), as Calico's Felix does; the
 separate affinity keys are not needed here.
@@ -24,6 +24,7 @@ from libcalico.datastore.keys import (
 from libcalico.ipam_block import affine_node
 from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
 from libcalico.syncer.tables import put
+from services.felix.vxlan.felixconfig import FelixConfig, parse_felix_config
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,14 @@ def parse_block(raw: bytes) -> BlockOwner:
 
 
 class VxlanView:
-    """Nodes, pools and IPv4 blocks by key; `apply(batch)` returns whether anything changed."""
+    """Nodes, pools, IPv4 blocks and FelixConfigurations by key; `apply(batch)` returns
+    whether anything changed."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeVtep] = {}
         self.pools: dict[str, PoolEncap] = {}
         self.blocks: dict[str, BlockOwner] = {}
+        self.felix_configs: dict[str, FelixConfig] = {}  # FelixConfiguration name -> fields
         self.in_sync = False
 
     def apply(self, batch: Iterable[SyncerUpdate]) -> bool:
@@ -149,6 +152,8 @@ class VxlanView:
             return self.nodes, rkey.name, lambda raw: parse_node(json.loads(raw))
         if rkey.plural == "ippools":
             return self.pools, rkey.name, lambda raw: parse_pool(json.loads(raw))
+        if rkey.plural == "felixconfigurations":
+            return self.felix_configs, rkey.name, lambda raw: parse_felix_config(json.loads(raw))
         return None
 
     def vxlan_pools(self) -> list[PoolEncap]:
