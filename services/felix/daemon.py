@@ -33,7 +33,7 @@ from services.felix.policy.agent import start_policy_engine
 from services.felix.policy.engine import DEFAULT_REFRESH_INTERVAL_S
 from services.felix.status_api import serve_status
 from services.felix.syncer_tap import ObservedSyncer
-from services.felix.vxlan.manager import VxlanManager
+from services.felix.vxlan.manager import OverlayManager
 from services.felix.vxlan.view import VxlanView
 from services.felix.workload_endpoints import WorkloadEndpointStore
 
@@ -60,7 +60,7 @@ async def build_felix(
     # One syncer stream feeds the policy engine and, beside it, one view of nodes, pools and
     # blocks (each update parsed once) that the VXLAN and outgoing-NAT managers both read.
     topology = VxlanView()
-    vxlan = VxlanManager(topology, datastore, ipam_socket, node, refresh_interval)
+    vxlan = OverlayManager(topology, datastore, ipam_socket, node, refresh_interval)
     vxlan.start()
     runtime.on_shutdown(vxlan.stop)
     woken = [vxlan.wake]
@@ -82,7 +82,7 @@ async def build_felix(
             datastore, node, policy_dataplane, refresh_interval=refresh_interval, syncer=syncer
         )
         runtime.on_shutdown(engine.stop)
-        serve_status(runtime, engine)
+        serve_status(runtime, engine, vxlan)
         dataplane = PolicyEngineDataplane(engine)
     else:
         runtime.on_shutdown(_drain(syncer))

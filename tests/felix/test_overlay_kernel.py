@@ -17,8 +17,8 @@ import pytest
 from pyroute2.netns import popns, pushns
 
 from services.felix.vxlan.felixconfig import FelixConfig
-from services.felix.vxlan.intent import DEVICE, DeviceIntent, RouteIntent, VxlanIntent
-from services.felix.vxlan.kernel import RTPROT_FELIX, VxlanKernel
+from services.felix.vxlan.intent import DEVICE, DeviceIntent, OverlayIntent, RouteIntent
+from services.felix.vxlan.kernel import IPIP_PROBE, RTPROT_FELIX, VxlanKernel
 from services.felix.vxlan.tunnel_addr import vtep_mac
 from tests.felix.conftest import ip_json, run
 
@@ -45,10 +45,10 @@ def node_ns() -> Iterator[str]:
         run("ip", "netns", "del", name, check=False)
 
 
-def _intent(direct: dict[str, str], tunnelled: dict[str, str], mtu: int = 1450) -> VxlanIntent:
+def _intent(direct: dict[str, str], tunnelled: dict[str, str], mtu: int = 1450) -> OverlayIntent:
     routes = {c: RouteIntent(via, None) for c, via in direct.items()}
     routes |= {c: RouteIntent(via, DEVICE) for c, via in tunnelled.items()}
-    return VxlanIntent(
+    return OverlayIntent(
         local=LOCAL,
         device=DeviceIntent(LOCAL, "10.65.1.0", vtep_mac("node-1"), mtu),
         routes=routes,
@@ -66,7 +66,7 @@ async def _open_in(kernel: VxlanKernel, ns: str) -> None:
     """Open the kernel's netlink socket inside `ns` (an empty intent changes nothing there)."""
     pushns(ns)
     try:
-        assert await kernel.reconcile(VxlanIntent()) == 0
+        assert await kernel.reconcile(OverlayIntent()) == 0
     finally:
         popns()
 
@@ -108,7 +108,9 @@ async def test_direct_routes_without_a_device(node_ns: str) -> None:
     kernel = VxlanKernel()
     try:
         await _open_in(kernel, node_ns)
-        intent = VxlanIntent(local=LOCAL, routes={"10.65.2.0/26": RouteIntent("10.66.0.12", None)})
+        intent = OverlayIntent(
+            local=LOCAL, routes={"10.65.2.0/26": RouteIntent("10.66.0.12", None)}
+        )
         assert await kernel.reconcile(intent) == 1
         assert _routes(node_ns, str(RTPROT_FELIX)) == {"10.65.2.0/26": ("10.66.0.12", "up0", [])}
         assert ip_json(node_ns, "link", "show", "type", "vxlan") == []
@@ -150,5 +152,31 @@ async def test_mtu_detection_and_a_changed_device_mtu(node_ns: str) -> None:
         (after,) = ip_json(node_ns, "link", "show", "dev", DEVICE)
         assert (before["ifindex"], before["mtu"]) == (after["ifindex"], 1450)
         assert after["mtu"] == 1400 and kernel.device_mtu == 1400
+    finally:
+        await kernel.close()
+
+
+def kernel_has_ipip(ns: str) -> bool:
+    """Asked with iproute2 (a throwaway link in the test's namespace), beside the reconciler."""
+    made = run("ip", "link", "add", "ipipt", "type", "ipip", netns=ns, check=False)
+    if made.returncode == 0:
+        run("ip", "link", "del", "ipipt", netns=ns)
+    return made.returncode == 0
+
+
+async def test_ipip_support_is_detected_without_leaving_a_link(node_ns: str) -> None:
+    expected = kernel_has_ipip(node_ns)
+    print(f"this kernel {'has' if expected else 'has no'} ipip")
+    kernel = VxlanKernel()
+    try:
+        await _open_in(kernel, node_ns)
+        assert await kernel.ipip_supported() is expected
+        assert await kernel.ipip_supported() is expected  # asked once, remembered
+        if expected:
+            assert kernel.ipip_problem == ""
+        else:
+            assert kernel.ipip_problem.startswith("unsupported: kernel has no ipip module")
+        names = {link["ifname"] for link in ip_json(node_ns, "link", "show")}
+        assert IPIP_PROBE not in names
     finally:
         await kernel.close()

@@ -21,8 +21,17 @@ from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
-from services.felix.vxlan.intent import DEVICE, PORT, VNI, DeviceIntent, VxlanIntent
+from services.felix.vxlan.intent import (
+    DEVICE,
+    IPIP_DEVICE,
+    PORT,
+    VNI,
+    DeviceIntent,
+    IpipDeviceIntent,
+    OverlayIntent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,7 @@ NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 FALLBACK_UPLINK_MTU = 1500
 IFF_UP = 1
+IPIP_PROBE = "calico-ipipchk"  # the throwaway link that tells whether ipip exists
 
 
 async def _collect(result: Any) -> list[Any]:
@@ -48,6 +58,8 @@ class VxlanKernel:
     def __init__(self) -> None:
         self._ipr: AsyncIPRoute | None = None
         self.device_mtu: int | None = None  # vxlan.calico's MTU as last programmed
+        self._ipip_supported: bool | None = None  # asked once, by ipip_supported()
+        self.ipip_problem = ""
 
     async def _conn(self) -> AsyncIPRoute:
         if self._ipr is None:
@@ -61,7 +73,7 @@ class VxlanKernel:
         if ipr is not None:
             ipr.close()
 
-    async def reconcile(self, intent: VxlanIntent) -> int:
+    async def reconcile(self, intent: OverlayIntent) -> int:
         """Make the kernel match `intent`; returns the number of changes made."""
         ipr = await self._conn()
         changes = 0
@@ -76,6 +88,12 @@ class VxlanKernel:
             changes += await self._sync_fdb(ipr, index, intent.fdb)
             changes += await self._sync_neighbours(ipr, index, intent.neighbours)
             devices[DEVICE] = index
+        if intent.ipip is not None:
+            index, ipip_changes = await self._ensure_ipip(ipr, intent.ipip)
+            changes += ipip_changes
+            devices[IPIP_DEVICE] = index
+        else:
+            changes += await self._clear_ipip(ipr)
         if intent.local is not None and any(r.device is None for r in intent.routes.values()):
             uplink = await self._address_index(ipr, intent.local)
             if uplink is None:
@@ -90,11 +108,78 @@ class VxlanKernel:
         changes += await self._sync_routes(ipr, want)
         return changes
 
+    # -- IPIP ------------------------------------------------------------------------------
+
+    async def ipip_supported(self) -> bool:
+        """Whether this kernel can make an ipip device: tunl0 is there (the ipip module's own
+        device), or a throwaway ipip link can be added (and is deleted at once). Asked once;
+        without it `ipip_problem` says why. No modprobe: loading modules is the host's job."""
+        if self._ipip_supported is None:
+            ipr = await self._conn()
+            if await ipr.link_lookup(ifname=IPIP_DEVICE):
+                self._ipip_supported = True
+            else:
+                try:
+                    await ipr.link("add", ifname=IPIP_PROBE, kind="ipip")
+                except NetlinkError as exc:
+                    self._ipip_supported = False
+                    self.ipip_problem = f"unsupported: kernel has no ipip module ({exc})"
+                    log.error("ipip: %s; IPIP pools get no routes here", self.ipip_problem)
+                else:
+                    self._ipip_supported = True
+                    for index in await ipr.link_lookup(ifname=IPIP_PROBE):
+                        await ipr.link("del", index=index)
+        return self._ipip_supported
+
+    async def _ensure_ipip(self, ipr: AsyncIPRoute, want: IpipDeviceIntent) -> tuple[int, int]:
+        """tunl0 up with the tunnel address as /32 and the intent's MTU (Calico configures the
+        ipip module's fallback device the same way; it is created here only if absent)."""
+        changes = 0
+        index = await self._link_index(ipr, IPIP_DEVICE)
+        if index is None:
+            await ipr.link("add", ifname=IPIP_DEVICE, kind="ipip")
+            changes += 1
+            index = await self._link_index(ipr, IPIP_DEVICE)
+            if index is None:
+                raise RuntimeError(f"{IPIP_DEVICE} was created but cannot be found")
+        changes += await self._sync_link(ipr, index, want.mtu)
+        changes += await self._sync_address(ipr, index, want.address)
+        return index, changes
+
+    async def _clear_ipip(self, ipr: AsyncIPRoute) -> int:
+        """Without IPIP tunl0 loses its address (it belongs to the module and stays)."""
+        index = await self._link_index(ipr, IPIP_DEVICE)
+        if index is None:
+            return 0
+        changes = 0
+        for msg in await _collect(await ipr.addr("dump", family=socket.AF_INET, index=index)):
+            if msg.get("index") == index:
+                await ipr.addr(
+                    "del", index=index, address=msg.get("address"), prefixlen=int(msg["prefixlen"])
+                )
+                changes += 1
+        return changes
+
+    async def _sync_link(self, ipr: AsyncIPRoute, index: int, mtu: int) -> int:
+        """The link's MTU set and the link up; returns the changes made."""
+        changes = 0
+        link = (await _collect(await ipr.link("get", index=index)))[0]
+        if int(link.get("mtu")) != mtu:
+            await ipr.link("set", index=index, mtu=mtu)
+            changes += 1
+        if not int(link["flags"]) & IFF_UP:
+            await ipr.link("set", index=index, state="up")
+            changes += 1
+        return changes
+
     # -- the device --------------------------------------------------------------------------
 
-    async def _device_index(self, ipr: AsyncIPRoute) -> int | None:
-        found = await ipr.link_lookup(ifname=DEVICE)
+    async def _link_index(self, ipr: AsyncIPRoute, name: str) -> int | None:
+        found = await ipr.link_lookup(ifname=name)
         return int(found[0]) if found else None
+
+    async def _device_index(self, ipr: AsyncIPRoute) -> int | None:
+        return await self._link_index(ipr, DEVICE)
 
     async def _remove_device(self, ipr: AsyncIPRoute) -> int:
         index = await self._device_index(ipr)
@@ -147,13 +232,7 @@ class VxlanKernel:
             index = await self._device_index(ipr)
             if index is None:
                 raise RuntimeError(f"{DEVICE} was created but cannot be found")
-        link = (await _collect(await ipr.link("get", index=index)))[0]
-        if int(link.get("mtu")) != mtu:
-            await ipr.link("set", index=index, mtu=mtu)
-            changes += 1
-        if not int(link["flags"]) & IFF_UP:
-            await ipr.link("set", index=index, state="up")
-            changes += 1
+        changes += await self._sync_link(ipr, index, mtu)
         changes += await self._sync_address(ipr, index, want.vtep_ip)
         self.device_mtu = mtu
         return index, changes

@@ -44,6 +44,7 @@ class NodeVtep:
     subnet: ipaddress.IPv4Network | None  # that address's network ("10.66.0.0/24"), CrossSubnet
     vtep_ip: str | None  # spec.ipv4VXLANTunnelAddr
     vtep_mac: str | None  # spec.vxlanTunnelMACAddr
+    ipip_ip: str | None = None  # spec.ipv4IPIPTunnelAddr: tunl0's address
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class PoolEncap:
     vxlan_mode: str
     disabled: bool
     nat_outgoing: bool = False
+    ipip_mode: str = ENCAP_NEVER
     allowed_uses: tuple[str, ...] = DEFAULT_ALLOWED_USES
 
     @property
@@ -72,6 +74,7 @@ def parse_node(obj: dict[str, Any]) -> NodeVtep:
     bgp = spec.get("bgp") or {}
     address = bgp.get("ipv4Address") or None
     vtep_ip = spec.get("ipv4VXLANTunnelAddr") or None
+    ipip_ip = spec.get("ipv4IPIPTunnelAddr") or None
     vtep_mac = spec.get("vxlanTunnelMACAddr") or None
     interface = ipaddress.IPv4Interface(address) if address else None
     return NodeVtep(
@@ -80,6 +83,7 @@ def parse_node(obj: dict[str, Any]) -> NodeVtep:
         subnet=interface.network if interface else None,
         vtep_ip=str(ipaddress.ip_address(vtep_ip)) if vtep_ip else None,
         vtep_mac=str(vtep_mac).lower() if vtep_mac else None,
+        ipip_ip=str(ipaddress.IPv4Address(ipip_ip)) if ipip_ip else None,
     )
 
 
@@ -91,6 +95,7 @@ def parse_pool(obj: dict[str, Any]) -> PoolEncap:
         vxlan_mode=str(spec.get("vxlanMode") or ENCAP_NEVER),
         disabled=bool(spec.get("disabled", False)),
         nat_outgoing=bool(spec.get("natOutgoing", False)),
+        ipip_mode=str(spec.get("ipipMode") or ENCAP_NEVER),
         allowed_uses=tuple(str(u) for u in spec.get("allowedUses") or DEFAULT_ALLOWED_USES),
     )
 
@@ -163,4 +168,16 @@ class VxlanView:
             p
             for p in self.pools.values()
             if p.cidr.version == 4 and not p.disabled and p.vxlan_mode in ENCAP_MODES
+        ]
+
+    def ipip_pools(self) -> list[PoolEncap]:
+        """Enabled IPv4 pools in ipipMode Always or CrossSubnet (and not VXLAN: a pool has one
+        encapsulation; should both be set, VXLAN wins, as validation refuses the pair)."""
+        return [
+            p
+            for p in self.pools.values()
+            if p.cidr.version == 4
+            and not p.disabled
+            and p.ipip_mode in ENCAP_MODES
+            and p.vxlan_mode not in ENCAP_MODES
         ]
