@@ -47,6 +47,7 @@ FELIX_PREFIXES: tuple[str, ...] = (
     resource_prefix(GROUP_CALICO, "nodes"),
     resource_prefix(GROUP_CALICO, "ippools"),
     ipam_block_prefix(4),
+    resource_prefix(GROUP_CALICO, "felixconfigurations"),
 )
 
 # Events arriving within this window are delivered as one batch (fewer dataplane applies).

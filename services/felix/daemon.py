@@ -33,7 +33,7 @@ from services.felix.policy.agent import start_policy_engine
 from services.felix.policy.engine import DEFAULT_REFRESH_INTERVAL_S
 from services.felix.status_api import serve_status
 from services.felix.syncer_tap import ObservedSyncer
-from services.felix.vxlan.manager import VxlanManager
+from services.felix.vxlan.manager import OverlayManager
 from services.felix.vxlan.view import VxlanView
 from services.felix.workload_endpoints import WorkloadEndpointStore
 
@@ -60,7 +60,7 @@ async def build_felix(
     # One syncer stream feeds the policy engine and, beside it, one view of nodes, pools and
     # blocks (each update parsed once) that the VXLAN and outgoing-NAT managers both read.
     topology = VxlanView()
-    vxlan = VxlanManager(topology, datastore, ipam_socket, node, refresh_interval)
+    vxlan = OverlayManager(topology, datastore, ipam_socket, node, refresh_interval)
     vxlan.start()
     runtime.on_shutdown(vxlan.stop)
     woken = [vxlan.wake]
@@ -82,7 +82,7 @@ async def build_felix(
             datastore, node, policy_dataplane, refresh_interval=refresh_interval, syncer=syncer
         )
         runtime.on_shutdown(engine.stop)
-        serve_status(runtime, engine)
+        serve_status(runtime, engine, vxlan)
         dataplane = PolicyEngineDataplane(engine)
     else:
         runtime.on_shutdown(_drain(syncer))
@@ -95,7 +95,6 @@ async def build_felix(
     if not mtu:
         mtu = await worker.default_route_mtu(FALLBACK_MTU)
     log.info("veth MTU %d", mtu)
-    detected_mtu = mtu
     pods = PodCache(datastore)
     manager = EndpointManager(
         node=node,
@@ -109,10 +108,10 @@ async def build_felix(
     )
     pods.listener = manager
 
-    def overlay_mtu(vxlan_mtu: int | None) -> None:
-        # An explicit --mtu/FELIX_VETHMTU wins; else pods get the overlay's MTU while there is
-        # one (Calico's veth MTU: the smallest of the enabled encapsulations').
-        manager.default_mtu = explicit_mtu or vxlan_mtu or detected_mtu
+    def overlay_mtu(pod_mtu: int) -> None:
+        # An explicit --mtu/FELIX_VETHMTU wins; else the overlay manager's choice (Calico's
+        # veth MTU: the smallest of the enabled encapsulations', else the detected MTU).
+        manager.default_mtu = explicit_mtu or pod_mtu
         log.info("veth MTU for new pods %d", manager.default_mtu)
 
     vxlan.on_mtu(overlay_mtu)

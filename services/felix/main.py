@@ -9,8 +9,8 @@ drift every --refresh-interval seconds (FELIX_REFRESHINTERVAL, default 30); `non
 endpoint plumbing alone. Updates come from Typha when TYPHA_ADDR is set, else the datastore.
 
 CALICO_FELIX_SOCKET (default /var/run/calico/felix.sock), CALICO_IPAM_SOCKET (this node's
-calico-ipamd, asked for the VXLAN tunnel address), NODENAME, FELIX_VETHMTU (0: detect from the
-node's default-route interface), FELIX_POLICYTIMEOUT (seconds, default 10) and the
+calico-ipamd, asked for the tunnel addresses), NODENAME, FELIX_VETHMTU (0: the overlay's or
+the detected MTU, see DESIGN.md), FELIX_POLICYTIMEOUT (seconds, default 10) and the
 datastore variables (DATASTORE_TYPE, ETCD_ENDPOINTS, CALICO_DATASTORE_PATH) configure it.
 """
 
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--nodename", help="this node's name (NODENAME; default the hostname)")
     parser.add_argument(
-        "--mtu", type=int, help="veth MTU (FELIX_VETHMTU; default: detected from the node)"
+        "--mtu", type=int, help="veth MTU (FELIX_VETHMTU; default: the overlay's or detected)"
     )
     parser.add_argument(
         "--policy-timeout",

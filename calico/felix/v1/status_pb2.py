@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63\x61lico/felix/v1/status.proto\x12\x0f\x63\x61lico.felix.v1\"\x12\n\x10GetStatusRequest\"\xfa\x01\n\x0b\x46\x65lixStatus\x12\x0f\n\x07in_sync\x18\x01 \x01(\x08\x12\x11\n\tdataplane\x18\x02 \x01(\t\x12\x1c\n\x14programmed_endpoints\x18\x03 \x01(\x05\x12\x17\n\x0fknown_endpoints\x18\x04 \x01(\x05\x12\x17\n\x0f\x61\x63tive_policies\x18\x05 \x01(\x05\x12\x0f\n\x07ip_sets\x18\x06 \x01(\x05\x12\x1a\n\x12last_apply_seconds\x18\x07 \x01(\x01\x12\x0f\n\x07\x61pplies\x18\x08 \x01(\x03\x12\x1c\n\x14last_refresh_repairs\x18\t \x01(\x05\x12\x0c\n\x04live\x18\n \x01(\x08\x12\r\n\x05ready\x18\x0b \x01(\x08\x32V\n\x06Status\x12L\n\tGetStatus\x12!.calico.felix.v1.GetStatusRequest\x1a\x1c.calico.felix.v1.FelixStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63\x61lico/felix/v1/status.proto\x12\x0f\x63\x61lico.felix.v1\"\x12\n\x10GetStatusRequest\"\xab\x02\n\x0b\x46\x65lixStatus\x12\x0f\n\x07in_sync\x18\x01 \x01(\x08\x12\x11\n\tdataplane\x18\x02 \x01(\t\x12\x1c\n\x14programmed_endpoints\x18\x03 \x01(\x05\x12\x17\n\x0fknown_endpoints\x18\x04 \x01(\x05\x12\x17\n\x0f\x61\x63tive_policies\x18\x05 \x01(\x05\x12\x0f\n\x07ip_sets\x18\x06 \x01(\x05\x12\x1a\n\x12last_apply_seconds\x18\x07 \x01(\x01\x12\x0f\n\x07\x61pplies\x18\x08 \x01(\x03\x12\x1c\n\x14last_refresh_repairs\x18\t \x01(\x05\x12\x0c\n\x04live\x18\n \x01(\x08\x12\r\n\x05ready\x18\x0b \x01(\x08\x12/\n\x07overlay\x18\x0c \x01(\x0b\x32\x1e.calico.felix.v1.OverlayStatus\"\xdf\x01\n\rOverlayStatus\x12+\n\x05vxlan\x18\x01 \x01(\x0b\x32\x1c.calico.felix.v1.VxlanStatus\x12)\n\x04ipip\x18\x02 \x01(\x0b\x32\x1b.calico.felix.v1.IpipStatus\x12\x15\n\rdirect_routes\x18\x03 \x01(\x05\x12\x14\n\x0c\x64\x65tected_mtu\x18\x04 \x01(\x05\x12\x0f\n\x07pod_mtu\x18\x05 \x01(\x05\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x0e\n\x06rounds\x18\x07 \x01(\x03\x12\x14\n\x0clast_repairs\x18\x08 \x01(\x05\"{\n\x0bVxlanStatus\x12\x16\n\x0e\x64\x65vice_present\x18\x01 \x01(\x08\x12\x14\n\x0cvtep_address\x18\x02 \x01(\t\x12\x10\n\x08vtep_mac\x18\x03 \x01(\t\x12\x0b\n\x03mtu\x18\x04 \x01(\x05\x12\x0e\n\x06routes\x18\x05 \x01(\x05\x12\x0f\n\x07problem\x18\x06 \x01(\t\"r\n\nIpipStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65vice_present\x18\x02 \x01(\x08\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0b\n\x03mtu\x18\x04 \x01(\x05\x12\x0e\n\x06routes\x18\x05 \x01(\x05\x12\x0f\n\x07problem\x18\x06 \x01(\t2V\n\x06Status\x12L\n\tGetStatus\x12!.calico.felix.v1.GetStatusRequest\x1a\x1c.calico.felix.v1.FelixStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSREQUEST']._serialized_start=49
   _globals['_GETSTATUSREQUEST']._serialized_end=67
   _globals['_FELIXSTATUS']._serialized_start=70
-  _globals['_FELIXSTATUS']._serialized_end=320
-  _globals['_STATUS']._serialized_start=322
-  _globals['_STATUS']._serialized_end=408
+  _globals['_FELIXSTATUS']._serialized_end=369
+  _globals['_OVERLAYSTATUS']._serialized_start=372
+  _globals['_OVERLAYSTATUS']._serialized_end=595
+  _globals['_VXLANSTATUS']._serialized_start=597
+  _globals['_VXLANSTATUS']._serialized_end=720
+  _globals['_IPIPSTATUS']._serialized_start=722
+  _globals['_IPIPSTATUS']._serialized_end=836
+  _globals['_STATUS']._serialized_start=838
+  _globals['_STATUS']._serialized_end=924
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,7 @@ class FelixStatus(_message.Message):
     LAST_REFRESH_REPAIRS_FIELD_NUMBER: _builtins.int
     LIVE_FIELD_NUMBER: _builtins.int
     READY_FIELD_NUMBER: _builtins.int
+    OVERLAY_FIELD_NUMBER: _builtins.int
     in_sync: _builtins.bool
     """The update stream delivered its snapshot (datastore or Typha)."""
     dataplane: _builtins.str
@@ -65,6 +66,10 @@ class FelixStatus(_message.Message):
     """Drift the last periodic refresh found and repaired."""
     live: _builtins.bool
     ready: _builtins.bool
+    @_builtins.property
+    def overlay(self) -> Global___OverlayStatus:
+        """The overlay between nodes (VXLAN, IPIP, CrossSubnet's direct routes)."""
+
     def __init__(
         self,
         *,
@@ -79,11 +84,131 @@ class FelixStatus(_message.Message):
         last_refresh_repairs: _builtins.int = ...,
         live: _builtins.bool = ...,
         ready: _builtins.bool = ...,
+        overlay: Global___OverlayStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["overlay", b"overlay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_policies", b"active_policies", "applies", b"applies", "dataplane", b"dataplane", "in_sync", b"in_sync", "ip_sets", b"ip_sets", "known_endpoints", b"known_endpoints", "last_apply_seconds", b"last_apply_seconds", "last_refresh_repairs", b"last_refresh_repairs", "live", b"live", "programmed_endpoints", b"programmed_endpoints", "ready", b"ready"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_policies", b"active_policies", "applies", b"applies", "dataplane", b"dataplane", "in_sync", b"in_sync", "ip_sets", b"ip_sets", "known_endpoints", b"known_endpoints", "last_apply_seconds", b"last_apply_seconds", "last_refresh_repairs", b"last_refresh_repairs", "live", b"live", "overlay", b"overlay", "programmed_endpoints", b"programmed_endpoints", "ready", b"ready"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FelixStatus: _TypeAlias = FelixStatus  # noqa: Y015
+
+@_typing.final
+class OverlayStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VXLAN_FIELD_NUMBER: _builtins.int
+    IPIP_FIELD_NUMBER: _builtins.int
+    DIRECT_ROUTES_FIELD_NUMBER: _builtins.int
+    DETECTED_MTU_FIELD_NUMBER: _builtins.int
+    POD_MTU_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    ROUNDS_FIELD_NUMBER: _builtins.int
+    LAST_REPAIRS_FIELD_NUMBER: _builtins.int
+    direct_routes: _builtins.int
+    """CrossSubnet: blocks of same-subnet nodes routed unencapsulated via the uplink."""
+    detected_mtu: _builtins.int
+    """MTU of the uplinks (mtuIfacePattern) and the veth MTU new pods get (before --mtu)."""
+    pod_mtu: _builtins.int
+    last_error: _builtins.str
+    """The last round's error ("" when it succeeded), rounds done, and the drift the last
+    periodic round repaired.
+    """
+    rounds: _builtins.int
+    last_repairs: _builtins.int
+    @_builtins.property
+    def vxlan(self) -> Global___VxlanStatus: ...
+    @_builtins.property
+    def ipip(self) -> Global___IpipStatus: ...
+    def __init__(
+        self,
+        *,
+        vxlan: Global___VxlanStatus | None = ...,
+        ipip: Global___IpipStatus | None = ...,
+        direct_routes: _builtins.int = ...,
+        detected_mtu: _builtins.int = ...,
+        pod_mtu: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        rounds: _builtins.int = ...,
+        last_repairs: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ipip", b"ipip", "vxlan", b"vxlan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detected_mtu", b"detected_mtu", "direct_routes", b"direct_routes", "ipip", b"ipip", "last_error", b"last_error", "last_repairs", b"last_repairs", "pod_mtu", b"pod_mtu", "rounds", b"rounds", "vxlan", b"vxlan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverlayStatus: _TypeAlias = OverlayStatus  # noqa: Y015
+
+@_typing.final
+class VxlanStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_PRESENT_FIELD_NUMBER: _builtins.int
+    VTEP_ADDRESS_FIELD_NUMBER: _builtins.int
+    VTEP_MAC_FIELD_NUMBER: _builtins.int
+    MTU_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    device_present: _builtins.bool
+    """vxlan.calico is programmed (a VXLAN pool exists and this node has a VTEP)."""
+    vtep_address: _builtins.str
+    vtep_mac: _builtins.str
+    mtu: _builtins.int
+    routes: _builtins.int
+    problem: _builtins.str
+    """Why there is no VTEP although there are VXLAN pools ("" otherwise)."""
+    def __init__(
+        self,
+        *,
+        device_present: _builtins.bool = ...,
+        vtep_address: _builtins.str = ...,
+        vtep_mac: _builtins.str = ...,
+        mtu: _builtins.int = ...,
+        routes: _builtins.int = ...,
+        problem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_present", b"device_present", "mtu", b"mtu", "problem", b"problem", "routes", b"routes", "vtep_address", b"vtep_address", "vtep_mac", b"vtep_mac"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VxlanStatus: _TypeAlias = VxlanStatus  # noqa: Y015
+
+@_typing.final
+class IpipStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    DEVICE_PRESENT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    MTU_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """"supported", or "unsupported: kernel has no ipip module (...)"; "" before the first round."""
+    device_present: _builtins.bool
+    address: _builtins.str
+    mtu: _builtins.int
+    routes: _builtins.int
+    problem: _builtins.str
+    """Why there is no tunnel address although there are IPIP pools ("" otherwise)."""
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        device_present: _builtins.bool = ...,
+        address: _builtins.str = ...,
+        mtu: _builtins.int = ...,
+        routes: _builtins.int = ...,
+        problem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "device_present", b"device_present", "mtu", b"mtu", "problem", b"problem", "routes", b"routes", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IpipStatus: _TypeAlias = IpipStatus  # noqa: Y015

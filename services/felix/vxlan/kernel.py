@@ -4,8 +4,9 @@
 permanent neighbours and FDB entries), changes only what differs from the intent and returns
 how many changes it made: the first call programs everything, a periodic call repairs drift
 (a route flushed by hand) and counts the repairs. Routes carry protocol 80, the number
-Calico's Felix gives its routes, so that routes of anyone else (the kernel's, BIRD's) are never
-touched.
+Calico's Felix gives its routes, so that routes of anyone else (the kernel's, BIRD's, the pod
+routes' RTPROT_BOOT) are never touched; every protocol-80 route in the main table is the
+overlay's, whether it leaves by the overlay device or (CrossSubnet, same subnet) the uplink.
 
 pyroute2 and not Felix's raw netlink client: this runs in Felix's own namespace, off the
 per-pod path, where pyroute2's import and helper costs do not matter (services/felix/DESIGN.md).
@@ -14,13 +15,23 @@ per-pod path, where pyroute2's import and helper costs do not matter (services/f
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
-from services.felix.vxlan.intent import DEVICE, OVERHEAD, PORT, VNI, DeviceIntent, VxlanIntent
+from services.felix.vxlan.intent import (
+    DEVICE,
+    IPIP_DEVICE,
+    PORT,
+    VNI,
+    DeviceIntent,
+    IpipDeviceIntent,
+    OverlayIntent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +41,8 @@ RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 FALLBACK_UPLINK_MTU = 1500
+IFF_UP = 1
+IPIP_PROBE = "calico-ipipchk"  # the throwaway link that tells whether ipip exists
 
 
 async def _collect(result: Any) -> list[Any]:
@@ -45,6 +58,8 @@ class VxlanKernel:
     def __init__(self) -> None:
         self._ipr: AsyncIPRoute | None = None
         self.device_mtu: int | None = None  # vxlan.calico's MTU as last programmed
+        self._ipip_supported: bool | None = None  # asked once, by ipip_supported()
+        self.ipip_problem = ""
 
     async def _conn(self) -> AsyncIPRoute:
         if self._ipr is None:
@@ -58,23 +73,113 @@ class VxlanKernel:
         if ipr is not None:
             ipr.close()
 
-    async def reconcile(self, intent: VxlanIntent) -> int:
+    async def reconcile(self, intent: OverlayIntent) -> int:
         """Make the kernel match `intent`; returns the number of changes made."""
         ipr = await self._conn()
+        changes = 0
+        # The device each route leaves by: the overlay device, or the uplink (None) for
+        # direct routes. A route whose device is not there is left out (and removed).
+        devices: dict[str | None, int] = {}
         if intent.device is None:
             self.device_mtu = None
-            return await self._remove_device(ipr)
-        index, changes = await self._ensure_device(ipr, intent.device)
-        changes += await self._sync_fdb(ipr, index, intent.fdb)
-        changes += await self._sync_neighbours(ipr, index, intent.neighbours)
-        changes += await self._sync_routes(ipr, index, intent.routes)
+            changes += await self._remove_device(ipr)
+        else:
+            index, changes = await self._ensure_device(ipr, intent.device)
+            changes += await self._sync_fdb(ipr, index, intent.fdb)
+            changes += await self._sync_neighbours(ipr, index, intent.neighbours)
+            devices[DEVICE] = index
+        if intent.ipip is not None:
+            index, ipip_changes = await self._ensure_ipip(ipr, intent.ipip)
+            changes += ipip_changes
+            devices[IPIP_DEVICE] = index
+        else:
+            changes += await self._clear_ipip(ipr)
+        if intent.local is not None and any(r.device is None for r in intent.routes.values()):
+            uplink = await self._address_index(ipr, intent.local)
+            if uplink is None:
+                log.warning("overlay: no interface holds %s; no direct routes", intent.local)
+            else:
+                devices[None] = uplink
+        want = {
+            cidr: (route.via, devices[route.device], route.device is not None)
+            for cidr, route in intent.routes.items()
+            if route.device in devices
+        }
+        changes += await self._sync_routes(ipr, want)
+        return changes
+
+    # -- IPIP ------------------------------------------------------------------------------
+
+    async def ipip_supported(self) -> bool:
+        """Whether this kernel can make an ipip device: tunl0 is there (the ipip module's own
+        device), or a throwaway ipip link can be added (and is deleted at once). Asked once;
+        without it `ipip_problem` says why. No modprobe: loading modules is the host's job."""
+        if self._ipip_supported is None:
+            ipr = await self._conn()
+            if await ipr.link_lookup(ifname=IPIP_DEVICE):
+                self._ipip_supported = True
+            else:
+                try:
+                    await ipr.link("add", ifname=IPIP_PROBE, kind="ipip")
+                except NetlinkError as exc:
+                    self._ipip_supported = False
+                    self.ipip_problem = f"unsupported: kernel has no ipip module ({exc})"
+                    log.error("ipip: %s; IPIP pools get no routes here", self.ipip_problem)
+                else:
+                    self._ipip_supported = True
+                    for index in await ipr.link_lookup(ifname=IPIP_PROBE):
+                        await ipr.link("del", index=index)
+        return self._ipip_supported
+
+    async def _ensure_ipip(self, ipr: AsyncIPRoute, want: IpipDeviceIntent) -> tuple[int, int]:
+        """tunl0 up with the tunnel address as /32 and the intent's MTU (Calico configures the
+        ipip module's fallback device the same way; it is created here only if absent)."""
+        changes = 0
+        index = await self._link_index(ipr, IPIP_DEVICE)
+        if index is None:
+            await ipr.link("add", ifname=IPIP_DEVICE, kind="ipip")
+            changes += 1
+            index = await self._link_index(ipr, IPIP_DEVICE)
+            if index is None:
+                raise RuntimeError(f"{IPIP_DEVICE} was created but cannot be found")
+        changes += await self._sync_link(ipr, index, want.mtu)
+        changes += await self._sync_address(ipr, index, want.address)
+        return index, changes
+
+    async def _clear_ipip(self, ipr: AsyncIPRoute) -> int:
+        """Without IPIP tunl0 loses its address (it belongs to the module and stays)."""
+        index = await self._link_index(ipr, IPIP_DEVICE)
+        if index is None:
+            return 0
+        changes = 0
+        for msg in await _collect(await ipr.addr("dump", family=socket.AF_INET, index=index)):
+            if msg.get("index") == index:
+                await ipr.addr(
+                    "del", index=index, address=msg.get("address"), prefixlen=int(msg["prefixlen"])
+                )
+                changes += 1
+        return changes
+
+    async def _sync_link(self, ipr: AsyncIPRoute, index: int, mtu: int) -> int:
+        """The link's MTU set and the link up; returns the changes made."""
+        changes = 0
+        link = (await _collect(await ipr.link("get", index=index)))[0]
+        if int(link.get("mtu")) != mtu:
+            await ipr.link("set", index=index, mtu=mtu)
+            changes += 1
+        if not int(link["flags"]) & IFF_UP:
+            await ipr.link("set", index=index, state="up")
+            changes += 1
         return changes
 
     # -- the device --------------------------------------------------------------------------
 
-    async def _device_index(self, ipr: AsyncIPRoute) -> int | None:
-        found = await ipr.link_lookup(ifname=DEVICE)
+    async def _link_index(self, ipr: AsyncIPRoute, name: str) -> int | None:
+        found = await ipr.link_lookup(ifname=name)
         return int(found[0]) if found else None
+
+    async def _device_index(self, ipr: AsyncIPRoute) -> int | None:
+        return await self._link_index(ipr, DEVICE)
 
     async def _remove_device(self, ipr: AsyncIPRoute) -> int:
         index = await self._device_index(ipr)
@@ -84,18 +189,28 @@ class VxlanKernel:
         await ipr.link("del", index=index)
         return 1
 
-    async def uplink_mtu(self, local: str) -> int:
-        """The MTU of the interface holding this node's address (the outer packets' way out)."""
-        ipr = await self._conn()
+    async def _address_index(self, ipr: AsyncIPRoute, local: str) -> int | None:
+        """The index of the interface holding `local` (the uplink: the outer packets' and the
+        direct routes' way out)."""
         for msg in await _collect(await ipr.addr("dump", family=socket.AF_INET)):
             if msg.get("address") == local:
-                links = await _collect(await ipr.link("get", index=msg["index"]))
-                return int(links[0].get("mtu"))
-        return FALLBACK_UPLINK_MTU
+                return int(msg["index"])
+        return None
+
+    async def detect_mtu(self, pattern: re.Pattern[str]) -> int:
+        """The smallest MTU of the interfaces that are up and whose name `pattern` finds
+        (FelixConfiguration mtuIfacePattern, searched like Go's MatchString); 1500 if none."""
+        ipr = await self._conn()
+        mtus = [
+            int(link.get("mtu"))
+            for link in await _collect(await ipr.link("dump"))
+            if int(link["flags"]) & IFF_UP and pattern.search(str(link.get("ifname") or ""))
+        ]
+        return min(mtus, default=FALLBACK_UPLINK_MTU)
 
     async def _ensure_device(self, ipr: AsyncIPRoute, want: DeviceIntent) -> tuple[int, int]:
         changes = 0
-        mtu = await self.uplink_mtu(want.local) - OVERHEAD
+        mtu = want.mtu
         index = await self._device_index(ipr)
         if index is not None and not await self._device_matches(ipr, index, want):
             log.info("vxlan: %s differs from the intent; re-creating it", DEVICE)
@@ -117,13 +232,7 @@ class VxlanKernel:
             index = await self._device_index(ipr)
             if index is None:
                 raise RuntimeError(f"{DEVICE} was created but cannot be found")
-        link = (await _collect(await ipr.link("get", index=index)))[0]
-        if int(link.get("mtu")) != mtu:
-            await ipr.link("set", index=index, mtu=mtu)
-            changes += 1
-        if not int(link["flags"]) & 1:  # IFF_UP
-            await ipr.link("set", index=index, state="up")
-            changes += 1
+        changes += await self._sync_link(ipr, index, mtu)
         changes += await self._sync_address(ipr, index, want.vtep_ip)
         self.device_mtu = mtu
         return index, changes
@@ -201,26 +310,29 @@ class VxlanKernel:
                 changes += 1
         return changes
 
-    async def _sync_routes(self, ipr: AsyncIPRoute, index: int, want: dict[str, str]) -> int:
-        have: dict[str, str | None] = {}
+    async def _sync_routes(self, ipr: AsyncIPRoute, want: dict[str, tuple[str, int, bool]]) -> int:
+        """`want`: block CIDR -> (next hop, outgoing interface index, onlink). Every route of
+        protocol 80 in the main table is the overlay's (pod routes are RTPROT_BOOT): those not
+        wanted are removed, whatever their device; other protocols are never touched."""
+        have: dict[str, tuple[str | None, int | None]] = {}
         for msg in await _collect(
             await ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE, proto=RTPROT_FELIX)
         ):
-            if msg.get("oif") != index or msg["proto"] != RTPROT_FELIX:
+            if msg["proto"] != RTPROT_FELIX or msg.get("table") != MAIN_TABLE:
                 continue
-            have[f"{msg.get('dst')}/{msg['dst_len']}"] = msg.get("gateway")
+            have[f"{msg.get('dst')}/{msg['dst_len']}"] = (msg.get("gateway"), msg.get("oif"))
         changes = 0
         for cidr in [c for c in have if c not in want]:
-            await ipr.route("del", dst=cidr, oif=index, table=MAIN_TABLE, proto=RTPROT_FELIX)
+            await ipr.route("del", dst=cidr, table=MAIN_TABLE, proto=RTPROT_FELIX)
             changes += 1
-        for cidr, via in want.items():
-            if have.get(cidr) != via:
+        for cidr, (via, oif, onlink) in want.items():
+            if have.get(cidr) != (via, oif):
                 await ipr.route(
                     "replace",
                     dst=cidr,
                     gateway=via,
-                    oif=index,
-                    flags=RTNH_F_ONLINK,
+                    oif=oif,
+                    flags=RTNH_F_ONLINK if onlink else 0,
                     table=MAIN_TABLE,
                     proto=RTPROT_FELIX,
                 )

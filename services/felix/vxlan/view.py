@@ -1,6 +1,6 @@
-"""VxlanView: the nodes, pools and IPAM blocks the Felix syncer delivered, reduced to what the
-overlay needs. A value that does not parse counts as absent (logged with its key): the view
-never holds half an object.
+"""VxlanView: the nodes, pools, IPAM blocks and FelixConfigurations the Felix syncer
+delivered, reduced to what the overlay needs. A value that does not parse counts as absent
+(logged with its key): the view never holds half an object.
 
 Routing follows each block's own `affinity` field ("host:<node>"), as Calico's Felix does; the
 separate affinity keys are not needed here.
@@ -24,6 +24,7 @@ from libcalico.datastore.keys import (
 from libcalico.ipam_block import affine_node
 from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
 from libcalico.syncer.tables import put
+from services.felix.vxlan.felixconfig import FelixConfig, parse_felix_config
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,19 @@ _BLOCK_PREFIX_V4 = ipam_block_prefix(4)
 ENCAP_NEVER = "Never"
 ENCAP_ALWAYS = "Always"
 ENCAP_CROSS_SUBNET = "CrossSubnet"
+ENCAP_MODES = (ENCAP_ALWAYS, ENCAP_CROSS_SUBNET)  # the modes that encapsulate at all
+USE_TUNNEL = "Tunnel"
+DEFAULT_ALLOWED_USES = ("Workload", USE_TUNNEL)  # a pool without allowedUses
 
 
 @dataclass(frozen=True, slots=True)
 class NodeVtep:
     name: str
     address: str | None  # the bare address of spec.bgp.ipv4Address ("10.66.0.11")
+    subnet: ipaddress.IPv4Network | None  # that address's network ("10.66.0.0/24"), CrossSubnet
     vtep_ip: str | None  # spec.ipv4VXLANTunnelAddr
     vtep_mac: str | None  # spec.vxlanTunnelMACAddr
+    ipip_ip: str | None = None  # spec.ipv4IPIPTunnelAddr: tunl0's address
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,13 @@ class PoolEncap:
     vxlan_mode: str
     disabled: bool
     nat_outgoing: bool = False
+    ipip_mode: str = ENCAP_NEVER
+    allowed_uses: tuple[str, ...] = DEFAULT_ALLOWED_USES
+
+    @property
+    def allows_tunnel(self) -> bool:
+        """Whether a node's tunnel address (VTEP) may come from this pool."""
+        return USE_TUNNEL in self.allowed_uses
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +74,16 @@ def parse_node(obj: dict[str, Any]) -> NodeVtep:
     bgp = spec.get("bgp") or {}
     address = bgp.get("ipv4Address") or None
     vtep_ip = spec.get("ipv4VXLANTunnelAddr") or None
+    ipip_ip = spec.get("ipv4IPIPTunnelAddr") or None
     vtep_mac = spec.get("vxlanTunnelMACAddr") or None
+    interface = ipaddress.IPv4Interface(address) if address else None
     return NodeVtep(
         name=str(obj["metadata"]["name"]),
-        address=str(ipaddress.ip_interface(address).ip) if address else None,
+        address=str(interface.ip) if interface else None,
+        subnet=interface.network if interface else None,
         vtep_ip=str(ipaddress.ip_address(vtep_ip)) if vtep_ip else None,
         vtep_mac=str(vtep_mac).lower() if vtep_mac else None,
+        ipip_ip=str(ipaddress.IPv4Address(ipip_ip)) if ipip_ip else None,
     )
 
 
@@ -78,6 +95,8 @@ def parse_pool(obj: dict[str, Any]) -> PoolEncap:
         vxlan_mode=str(spec.get("vxlanMode") or ENCAP_NEVER),
         disabled=bool(spec.get("disabled", False)),
         nat_outgoing=bool(spec.get("natOutgoing", False)),
+        ipip_mode=str(spec.get("ipipMode") or ENCAP_NEVER),
+        allowed_uses=tuple(str(u) for u in spec.get("allowedUses") or DEFAULT_ALLOWED_USES),
     )
 
 
@@ -87,12 +106,14 @@ def parse_block(raw: bytes) -> BlockOwner:
 
 
 class VxlanView:
-    """Nodes, pools and IPv4 blocks by key; `apply(batch)` returns whether anything changed."""
+    """Nodes, pools, IPv4 blocks and FelixConfigurations by key; `apply(batch)` returns
+    whether anything changed."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeVtep] = {}
         self.pools: dict[str, PoolEncap] = {}
         self.blocks: dict[str, BlockOwner] = {}
+        self.felix_configs: dict[str, FelixConfig] = {}  # FelixConfiguration name -> fields
         self.in_sync = False
 
     def apply(self, batch: Iterable[SyncerUpdate]) -> bool:
@@ -136,12 +157,27 @@ class VxlanView:
             return self.nodes, rkey.name, lambda raw: parse_node(json.loads(raw))
         if rkey.plural == "ippools":
             return self.pools, rkey.name, lambda raw: parse_pool(json.loads(raw))
+        if rkey.plural == "felixconfigurations":
+            return self.felix_configs, rkey.name, lambda raw: parse_felix_config(json.loads(raw))
         return None
 
     def vxlan_pools(self) -> list[PoolEncap]:
-        """Enabled IPv4 pools whose traffic between nodes is encapsulated (Always)."""
+        """Enabled IPv4 pools whose traffic between nodes may be VXLAN-encapsulated (Always,
+        or CrossSubnet: only towards nodes outside this node's subnet)."""
         return [
             p
             for p in self.pools.values()
-            if p.cidr.version == 4 and not p.disabled and p.vxlan_mode == ENCAP_ALWAYS
+            if p.cidr.version == 4 and not p.disabled and p.vxlan_mode in ENCAP_MODES
+        ]
+
+    def ipip_pools(self) -> list[PoolEncap]:
+        """Enabled IPv4 pools in ipipMode Always or CrossSubnet (and not VXLAN: a pool has one
+        encapsulation; should both be set, VXLAN wins, as validation refuses the pair)."""
+        return [
+            p
+            for p in self.pools.values()
+            if p.cidr.version == 4
+            and not p.disabled
+            and p.ipip_mode in ENCAP_MODES
+            and p.vxlan_mode not in ENCAP_MODES
         ]
