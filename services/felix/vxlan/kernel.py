@@ -4,8 +4,9 @@
 permanent neighbours and FDB entries), changes only what differs from the intent and returns
 how many changes it made: the first call programs everything, a periodic call repairs drift
 (a route flushed by hand) and counts the repairs. Routes carry protocol 80, the number
-Calico's Felix gives its routes, so that routes of anyone else (the kernel's, BIRD's) are never
-touched.
+Calico's Felix gives its routes, so that routes of anyone else (the kernel's, BIRD's, the pod
+routes' RTPROT_BOOT) are never touched; every protocol-80 route in the main table is the
+overlay's, whether it leaves by the overlay device or (CrossSubnet, same subnet) the uplink.
 
 pyroute2 and not Felix's raw netlink client: this runs in Felix's own namespace, off the
 per-pod path, where pyroute2's import and helper costs do not matter (services/felix/DESIGN.md).
@@ -61,13 +62,30 @@ class VxlanKernel:
     async def reconcile(self, intent: VxlanIntent) -> int:
         """Make the kernel match `intent`; returns the number of changes made."""
         ipr = await self._conn()
+        changes = 0
+        # The device each route leaves by: the overlay device, or the uplink (None) for
+        # direct routes. A route whose device is not there is left out (and removed).
+        devices: dict[str | None, int] = {}
         if intent.device is None:
             self.device_mtu = None
-            return await self._remove_device(ipr)
-        index, changes = await self._ensure_device(ipr, intent.device)
-        changes += await self._sync_fdb(ipr, index, intent.fdb)
-        changes += await self._sync_neighbours(ipr, index, intent.neighbours)
-        changes += await self._sync_routes(ipr, index, intent.routes)
+            changes += await self._remove_device(ipr)
+        else:
+            index, changes = await self._ensure_device(ipr, intent.device)
+            changes += await self._sync_fdb(ipr, index, intent.fdb)
+            changes += await self._sync_neighbours(ipr, index, intent.neighbours)
+            devices[DEVICE] = index
+        if intent.local is not None and any(r.device is None for r in intent.routes.values()):
+            uplink = await self._address_index(ipr, intent.local)
+            if uplink is None:
+                log.warning("overlay: no interface holds %s; no direct routes", intent.local)
+            else:
+                devices[None] = uplink
+        want = {
+            cidr: (route.via, devices[route.device], route.device is not None)
+            for cidr, route in intent.routes.items()
+            if route.device in devices
+        }
+        changes += await self._sync_routes(ipr, want)
         return changes
 
     # -- the device --------------------------------------------------------------------------
@@ -84,14 +102,22 @@ class VxlanKernel:
         await ipr.link("del", index=index)
         return 1
 
-    async def uplink_mtu(self, local: str) -> int:
-        """The MTU of the interface holding this node's address (the outer packets' way out)."""
-        ipr = await self._conn()
+    async def _address_index(self, ipr: AsyncIPRoute, local: str) -> int | None:
+        """The index of the interface holding `local` (the uplink: the outer packets' and the
+        direct routes' way out)."""
         for msg in await _collect(await ipr.addr("dump", family=socket.AF_INET)):
             if msg.get("address") == local:
-                links = await _collect(await ipr.link("get", index=msg["index"]))
-                return int(links[0].get("mtu"))
-        return FALLBACK_UPLINK_MTU
+                return int(msg["index"])
+        return None
+
+    async def uplink_mtu(self, local: str) -> int:
+        """The MTU of the interface holding this node's address."""
+        ipr = await self._conn()
+        index = await self._address_index(ipr, local)
+        if index is None:
+            return FALLBACK_UPLINK_MTU
+        links = await _collect(await ipr.link("get", index=index))
+        return int(links[0].get("mtu"))
 
     async def _ensure_device(self, ipr: AsyncIPRoute, want: DeviceIntent) -> tuple[int, int]:
         changes = 0
@@ -201,26 +227,29 @@ class VxlanKernel:
                 changes += 1
         return changes
 
-    async def _sync_routes(self, ipr: AsyncIPRoute, index: int, want: dict[str, str]) -> int:
-        have: dict[str, str | None] = {}
+    async def _sync_routes(self, ipr: AsyncIPRoute, want: dict[str, tuple[str, int, bool]]) -> int:
+        """`want`: block CIDR -> (next hop, outgoing interface index, onlink). Every route of
+        protocol 80 in the main table is the overlay's (pod routes are RTPROT_BOOT): those not
+        wanted are removed, whatever their device; other protocols are never touched."""
+        have: dict[str, tuple[str | None, int | None]] = {}
         for msg in await _collect(
             await ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE, proto=RTPROT_FELIX)
         ):
-            if msg.get("oif") != index or msg["proto"] != RTPROT_FELIX:
+            if msg["proto"] != RTPROT_FELIX or msg.get("table") != MAIN_TABLE:
                 continue
-            have[f"{msg.get('dst')}/{msg['dst_len']}"] = msg.get("gateway")
+            have[f"{msg.get('dst')}/{msg['dst_len']}"] = (msg.get("gateway"), msg.get("oif"))
         changes = 0
         for cidr in [c for c in have if c not in want]:
-            await ipr.route("del", dst=cidr, oif=index, table=MAIN_TABLE, proto=RTPROT_FELIX)
+            await ipr.route("del", dst=cidr, table=MAIN_TABLE, proto=RTPROT_FELIX)
             changes += 1
-        for cidr, via in want.items():
-            if have.get(cidr) != via:
+        for cidr, (via, oif, onlink) in want.items():
+            if have.get(cidr) != (via, oif):
                 await ipr.route(
                     "replace",
                     dst=cidr,
                     gateway=via,
-                    oif=index,
-                    flags=RTNH_F_ONLINK,
+                    oif=oif,
+                    flags=RTNH_F_ONLINK if onlink else 0,
                     table=MAIN_TABLE,
                     proto=RTPROT_FELIX,
                 )

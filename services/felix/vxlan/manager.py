@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from libcalico.datastore import Datastore
 from libcalico.runtime.tasks import cancel_and_wait
-from services.felix.vxlan.intent import VxlanIntent, compute
+from services.felix.vxlan.intent import VxlanIntent, compute, vtep_pools
 from services.felix.vxlan.kernel import VxlanKernel
 from services.felix.vxlan.tunnel_addr import ensure_vtep
 from services.felix.vxlan.view import VxlanView
@@ -47,6 +47,7 @@ class VxlanManager:
         self.rounds = 0
         self.last_repairs = 0
         self.last_error = ""
+        self.vtep_problem = ""  # why this node has no VTEP although there are VXLAN pools
         self._mtu_listener: Callable[[int | None], None] | None = None
 
     def on_mtu(self, listener: Callable[[int | None], None]) -> None:
@@ -95,17 +96,19 @@ class VxlanManager:
                     log.warning("vxlan: refresh repaired %d differences in the kernel", changes)
 
     async def _round(self) -> int:
-        pools = tuple(sorted(str(p.cidr) for p in self.view.vxlan_pools()))
+        pools, self.vtep_problem = vtep_pools(self.view)
+        if self.vtep_problem and self._published_pools != pools:
+            log.warning("vxlan: %s", self.vtep_problem)
         me = self.view.nodes.get(self._node)
         published = me is not None and me.vtep_ip is not None
         # Nothing to allocate or release without VXLAN pools, unless the Node still shows a
-        # VTEP (a pool's vxlanMode went back to Never).
+        # VTEP (a pool's vxlanMode went back to Never, or it stopped allowing Tunnel).
         wanted = bool(pools) or published
         if wanted and (pools != self._published_pools or published != bool(pools)):
             # The Node update that follows comes back through the syncer and triggers the
             # round that programs the device.
             await ensure_vtep(self._datastore, self._ipam_socket, self._node, pools)
-            self._published_pools = pools
+        self._published_pools = pools
         self.intent = compute(self.view, self._node)
         before = self._kernel.device_mtu
         try:

@@ -31,12 +31,16 @@ _BLOCK_PREFIX_V4 = ipam_block_prefix(4)
 ENCAP_NEVER = "Never"
 ENCAP_ALWAYS = "Always"
 ENCAP_CROSS_SUBNET = "CrossSubnet"
+ENCAP_MODES = (ENCAP_ALWAYS, ENCAP_CROSS_SUBNET)  # the modes that encapsulate at all
+USE_TUNNEL = "Tunnel"
+DEFAULT_ALLOWED_USES = ("Workload", USE_TUNNEL)  # a pool without allowedUses
 
 
 @dataclass(frozen=True, slots=True)
 class NodeVtep:
     name: str
     address: str | None  # the bare address of spec.bgp.ipv4Address ("10.66.0.11")
+    subnet: ipaddress.IPv4Network | None  # that address's network ("10.66.0.0/24"), CrossSubnet
     vtep_ip: str | None  # spec.ipv4VXLANTunnelAddr
     vtep_mac: str | None  # spec.vxlanTunnelMACAddr
 
@@ -48,6 +52,12 @@ class PoolEncap:
     vxlan_mode: str
     disabled: bool
     nat_outgoing: bool = False
+    allowed_uses: tuple[str, ...] = DEFAULT_ALLOWED_USES
+
+    @property
+    def allows_tunnel(self) -> bool:
+        """Whether a node's tunnel address (VTEP) may come from this pool."""
+        return USE_TUNNEL in self.allowed_uses
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +72,11 @@ def parse_node(obj: dict[str, Any]) -> NodeVtep:
     address = bgp.get("ipv4Address") or None
     vtep_ip = spec.get("ipv4VXLANTunnelAddr") or None
     vtep_mac = spec.get("vxlanTunnelMACAddr") or None
+    interface = ipaddress.IPv4Interface(address) if address else None
     return NodeVtep(
         name=str(obj["metadata"]["name"]),
-        address=str(ipaddress.ip_interface(address).ip) if address else None,
+        address=str(interface.ip) if interface else None,
+        subnet=interface.network if interface else None,
         vtep_ip=str(ipaddress.ip_address(vtep_ip)) if vtep_ip else None,
         vtep_mac=str(vtep_mac).lower() if vtep_mac else None,
     )
@@ -78,6 +90,7 @@ def parse_pool(obj: dict[str, Any]) -> PoolEncap:
         vxlan_mode=str(spec.get("vxlanMode") or ENCAP_NEVER),
         disabled=bool(spec.get("disabled", False)),
         nat_outgoing=bool(spec.get("natOutgoing", False)),
+        allowed_uses=tuple(str(u) for u in spec.get("allowedUses") or DEFAULT_ALLOWED_USES),
     )
 
 
@@ -139,9 +152,10 @@ class VxlanView:
         return None
 
     def vxlan_pools(self) -> list[PoolEncap]:
-        """Enabled IPv4 pools whose traffic between nodes is encapsulated (Always)."""
+        """Enabled IPv4 pools whose traffic between nodes may be VXLAN-encapsulated (Always,
+        or CrossSubnet: only towards nodes outside this node's subnet)."""
         return [
             p
             for p in self.pools.values()
-            if p.cidr.version == 4 and not p.disabled and p.vxlan_mode == ENCAP_ALWAYS
+            if p.cidr.version == 4 and not p.disabled and p.vxlan_mode in ENCAP_MODES
         ]
