@@ -241,3 +241,73 @@ def apply_pool(cli: LabCli, scratch: Path, **spec: object) -> None:
         cli("calicoctl", "apply", "-f", str(path))
     finally:
         path.unlink()
+
+
+# Run inside a pod: one UDP datagram of argv[2] bytes with DF set to the echo server at
+# argv[1]:80 (the pod server echoes). Prints "echoed", "EMSGSIZE" (refused at the sender:
+# larger than the path MTU) or what else happened.
+DF_UDP = """
+import errno, socket, sys
+dst, size = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set
+s.settimeout(1.0)
+for _ in range(5):
+    try:
+        s.sendto(b"x" * size, (dst, 80))
+        data = s.recv(65535)
+    except OSError as exc:
+        if exc.errno == errno.EMSGSIZE:
+            print("EMSGSIZE")
+            break
+        continue
+    print("echoed" if len(data) == size else f"short echo {len(data)}")
+    break
+else:
+    print("no echo")
+"""
+# Run inside a pod: send argv[3] bytes in one write over TCP to argv[1]:argv[2] (an echo
+# server) and read them back. Prints "echoed" when every byte came back unchanged.
+TCP_EXCHANGE = """
+import os, socket, sys
+dst, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+payload = os.urandom(size)
+try:
+    c = socket.create_connection((dst, port), timeout=3)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.sendall(payload)
+    got = b""
+    while len(got) < size:
+        chunk = c.recv(65535)
+        if not chunk:
+            break
+        got += chunk
+    print("echoed" if got == payload else f"echo differs ({len(got)} of {size} bytes)")
+except OSError as exc:
+    print(f"failed ({exc})")
+"""
+
+
+def df_udp(netns: str, address: str, size: int) -> str:
+    """A don't-fragment UDP datagram of `size` bytes from `netns` to a pod's echo on 80."""
+    return run_python(netns, DF_UDP, address, str(size))
+
+
+def tcp_exchange(netns: str, address: str, port: int, size: int) -> str:
+    """`size` bytes over TCP from `netns` to an echo server and back: "echoed" when intact."""
+    return run_python(netns, TCP_EXCHANGE, address, str(port), str(size))
+
+
+def wait_all_pairs_connect(cli: LabCli, pods: int, within: float, port: int = 80) -> None:
+    """Until `calico-lab matrix` shows every ordered pair of the lab's `pods` pods connected
+    over TCP and UDP."""
+    deadline = time.monotonic() + within
+    while True:
+        out = cli("matrix", "--port", str(port), "--protocol", "tcp,udp", "--json").stdout
+        table = json.loads(out)
+        blocked = [(proto, s, d) for proto, rows in table.items() for s, d, ok in rows if not ok]
+        pairs = sum(len(rows) for rows in table.values())
+        if not blocked and pairs == 2 * pods * (pods - 1):
+            return
+        assert time.monotonic() < deadline, f"blocked: {blocked} ({pairs} pairs probed)"
+        time.sleep(0.3)
