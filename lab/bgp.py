@@ -40,14 +40,15 @@ def default_mode(nodes: int, tor: bool) -> str:
 
 
 def node_objects(nodes: Sequence[NodeState], mode: str) -> list[dict[str, Any]]:
-    """The Node resources: each with its BGP address; in rr mode node-1 is the reflector."""
+    """The Node resources: each with its address and its subnet's prefix length (what
+    CrossSubnet compares); in rr mode node-1 is the reflector."""
     out = []
     for index, node in enumerate(nodes):
         reflector = mode == "rr" and index == 0
         out.append(
             objects.node(
                 node.name,
-                f"{node.address}/{network.NODE_SUBNET.prefixlen}",
+                network.prefix_of(node.address),
                 labels={RR_LABEL: "true"} if reflector else None,
                 route_reflector_cluster_id=RR_CLUSTER_ID if reflector else "",
             )

@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lab import bgp, etcd, netns, network, objects
+from lab import bgp, etcd, netns, network, objects, outside
 from lab import typha as lab_typha
 from lab.lab import (
     DATAPLANES,
@@ -28,6 +28,7 @@ from lab.lab import (
     DEFAULT_POOL,
     DEFAULT_POOL_NAME,
     ENCAPS,
+    VXLAN_MODES,
     Lab,
     LabError,
     netns_prefix,
@@ -50,6 +51,8 @@ STATE_ENTRIES = (
     "etcd.log",
     "typha.log",
     "typha.ready",
+    "outside.log",
+    "outside.ready",
     "nodes",
     "pods",
     TOR,
@@ -64,6 +67,7 @@ def _check_options(
     tor: str | None,
     tor_asn: int,
     encap: str = "none",
+    subnets: int = 1,
 ) -> None:
     if datastore not in DATASTORES:
         raise LabError(f"--datastore: expected one of {', '.join(DATASTORES)}")
@@ -73,14 +77,28 @@ def _check_options(
         raise LabError(f"--nodes: expected 1..{MAX_NODES}, got {nodes}")
     if bgp_mode not in bgp.MODES:
         raise LabError(f"--bgp: expected one of {', '.join(bgp.MODES)}")
+    if not 1 <= subnets <= network.MAX_SUBNETS:
+        raise LabError(f"--subnets: expected 1..{network.MAX_SUBNETS}, got {subnets}")
     if encap not in ENCAPS:
         raise LabError(f"--encap: expected one of {', '.join(ENCAPS)}")
+    if subnets > 1 and bgp_mode != "none":
+        # A BGP next hop on the other subnet is reached through the router: BIRD must resolve
+        # it recursively through the kernel's default route, which calico-bgpd's kernel
+        # protocol does not learn (`import none`), so it installs such routes unreachable.
+        raise LabError(
+            "--subnets: more than one subnet runs without BGP for now (use --bgp none; "
+            "calico-bgpd cannot yet resolve next hops on another subnet)"
+        )
     if tor is None:
         return
     from lab.tor import TOR_KINDS
 
     if tor not in TOR_KINDS:
         raise LabError(f"--tor: expected one of {', '.join(TOR_KINDS)}")
+    if subnets > 1:
+        # The ToR sits on the first subnet's gateway; it would need BGP on the nodes, which
+        # several subnets run without for now.
+        raise LabError("--tor: only with one subnet (--subnets 1)")
     if bgp_mode == "none":
         raise LabError("--tor needs BGP on the nodes: --bgp mesh or rr, not none")
     if not 1 <= tor_asn <= 4294967295:
@@ -99,16 +117,21 @@ def bring_up(
     tor: str | None = None,
     tor_asn: int = bgp.DEFAULT_TOR_ASN,
     encap: str = "none",
+    subnets: int = 1,
+    internet: bool = False,
 ) -> Lab:
     """Create the network, the nodes, the datastore and the daemons, start the ToR, and wait
     for BGP to converge; on failure undo it all.
 
-    With `encap` "vxlan" the pool has vxlanMode Always and BGP defaults to none, as Calico
-    with VXLAN usually runs: Felix programs the routes between nodes. With `bgp_mode` mesh or
-    rr as well, the blocks are still advertised over BGP but BIRD leaves their kernel routes
-    to Felix (services/bgp/DESIGN.md)."""
-    mode = bgp_mode or ("none" if encap != "none" else bgp.default_mode(nodes, tor is not None))
-    _check_options(datastore, dataplane, nodes, mode, tor, tor_asn, encap)
+    With `encap` "vxlan" ("vxlan-crosssubnet") the pool has vxlanMode Always (CrossSubnet) and
+    BGP defaults to none, as Calico with VXLAN usually runs: Felix programs the routes between
+    nodes. With `bgp_mode` mesh or rr as well, the blocks are still advertised over BGP but
+    BIRD leaves their kernel routes to Felix (services/bgp/DESIGN.md). `subnets` 2 puts the
+    nodes on two subnets the lab network routes between; `internet` adds the outside host
+    (lab/network.py). Several subnets run without BGP for now (see _check_options)."""
+    without_bgp = encap != "none" or subnets > 1
+    mode = bgp_mode or ("none" if without_bgp else bgp.default_mode(nodes, tor is not None))
+    _check_options(datastore, dataplane, nodes, mode, tor, tor_asn, encap, subnets)
     if LabState.exists(state_dir):
         raise LabError(f"a lab is already up at {state_dir} (`calico-lab down` first)")
     prefix = netns_prefix(name)
@@ -116,7 +139,7 @@ def bring_up(
         NodeState(
             name=f"node-{i + 1}",
             netns=f"{prefix}-node-{i + 1}",
-            address=str(network.node_address(i)),
+            address=str(network.node_address(i, subnets)),
             pool_cidrs=[pool_cidr],
         )
         for i in range(nodes)
@@ -130,8 +153,17 @@ def bring_up(
         bgp=mode,
         tor={"kind": tor, "asn": tor_asn} if tor else {},
         encap=encap,
+        subnets=subnets,
     )
-    for ns in [state.network_netns, *(n.netns for n in node_states)]:
+    if internet:
+        state.outside = {
+            "netns": f"{prefix}-outside",
+            "address": str(network.OUTSIDE_ADDRESS),
+            "port": outside.PORT,
+        }
+    for ns in [state.network_netns, *(n.netns for n in node_states), _outside_netns(state)]:
+        if not ns:
+            continue
         if netns.exists(ns):
             raise LabError(f"network namespace {ns} exists but no lab records it")
     if datastore == "embedded":
@@ -173,12 +205,29 @@ def bring_up(
     return lab
 
 
+def _outside_netns(state: LabState) -> str:
+    return str(state.outside.get("netns") or "")
+
+
 def _create_network(lab: Lab) -> None:
-    """The lab network's bridge and every node's namespace plugged into it."""
-    network.create(lab.state.network_netns)
+    """The lab network's bridges, every node's namespace plugged into its subnet's bridge,
+    and the outside host with its server when the lab has one."""
+    state = lab.state
+    outside_ns = _outside_netns(state)
+    network.create(state.network_netns, state.subnets, routes=bool(outside_ns))
     for index, node in enumerate(lab.nodes):
         node.create_namespace()
-        network.attach(lab.state.network_netns, node.netns, node.name, network.node_address(index))
+        network.attach(
+            state.network_netns,
+            node.netns,
+            node.name,
+            network.node_address(index, state.subnets),
+            network.node_subnet(index, state.subnets),
+        )
+    if outside_ns:
+        network.attach_outside(state.network_netns, outside_ns, state.subnets)
+        state.infra[outside.SERVER] = outside.start(lab.dir, netns.netns_path(outside_ns))
+        lab.save()
 
 
 def _start_node_daemons(lab: Lab, dataplane: str | None) -> None:
@@ -213,7 +262,7 @@ async def _seed_datastore(lab: Lab, pool_cidr: str) -> None:
                 objects.ippool(
                     DEFAULT_POOL_NAME,
                     pool_cidr,
-                    vxlan_mode="Always" if lab.state.encap == "vxlan" else "Never",
+                    vxlan_mode=VXLAN_MODES[lab.state.encap],
                 ),
                 *bgp.node_objects(lab.state.nodes, lab.state.bgp),
                 *bgp.mode_objects(lab.state.bgp, tor_asn),
@@ -267,7 +316,8 @@ def bring_down(state_dir: Path, graceful: bool = True) -> list[str]:
             del lab.state.infra[name]
         else:
             problems.append(f"{name} (pid {record.pid}) survived")
-    for ns in [n.netns for n in lab.nodes] + [lab.state.network_netns]:
+    namespaces = [n.netns for n in lab.nodes]
+    for ns in [*namespaces, _outside_netns(lab.state), lab.state.network_netns]:
         if not ns:
             continue
         with contextlib.suppress(netns.NetnsError):

@@ -20,9 +20,11 @@ DEFAULT_POOL = "10.65.0.0/16"
 DEFAULT_POOL_NAME = "lab-pool"
 DATASTORES = ("embedded", "etcdv3")
 DATAPLANES = ("nftables", "iptables", "iptables-legacy")
-# How pod traffic crosses between nodes: routed as is (none) or in VXLAN (the pool's
-# vxlanMode Always; Felix programs the overlay).
-ENCAPS = ("none", "vxlan")
+# How pod traffic crosses between nodes: routed as is (none), in VXLAN (vxlan), or in VXLAN
+# only between nodes on different subnets (vxlan-crosssubnet); Felix programs the overlay.
+# The value is the lab pool's vxlanMode.
+VXLAN_MODES = {"none": "Never", "vxlan": "Always", "vxlan-crosssubnet": "CrossSubnet"}
+ENCAPS = tuple(VXLAN_MODES)
 
 
 class LabError(RuntimeError):

@@ -1,8 +1,9 @@
 """calico-lab: Calico nodes in network namespaces, their pods, probes and conformance runs.
 
-    calico-lab up [--nodes N] [--bgp mesh|rr|none] [--tor bird|gobgp [--tor-asn AS]]
-                  [--encap none|vxlan] [--datastore embedded|etcdv3]
-                  [--dataplane nftables|iptables|iptables-legacy] [--typha]
+    calico-lab up [--nodes N] [--subnets 1|2] [--bgp mesh|rr|none] [--tor bird|gobgp
+                  [--tor-asn AS]] [--encap none|vxlan|vxlan-crosssubnet] [--internet]
+                  [--datastore embedded|etcdv3] [--dataplane nftables|iptables|iptables-legacy]
+                  [--typha]
     calico-lab status [--json]
     calico-lab node status NODE [-o json]   calicoctl node status of that node's calico-bgpd
     calico-lab node restart NODE calico-bgpd|calico-felix|calico-ipamd [--kill] [--env K=V]...
@@ -13,8 +14,8 @@
     calico-lab probe FROM TO --port P --protocol tcp|udp|sctp     exit 0 connected, 1 not
     calico-lab matrix --port P --protocol tcp[,udp,...]
     calico-lab calicoctl ARGS...        calicoctl against the lab's datastore
-    calico-lab conformance --cases FILE --report OUT.json [--nodes N] [--bgp ..] [--encap ..]
-                           [--datastore ..]
+    calico-lab conformance --cases FILE --report OUT.json [--nodes N] [--subnets N] [--bgp ..]
+                           [--encap ..] [--datastore ..]
     calico-lab demo [--nodes N] [--bgp ..]
     calico-lab down
 
@@ -34,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab import bgp
+from lab import bgp, network
 from lab.cluster import MAX_NODES, bring_down, bring_up
 from lab.daemons import DaemonError, find_program
 from lab.lab import DATAPLANES, DATASTORES, DEFAULT_POOL, ENCAPS, Lab, LabError
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=bgp.DEFAULT_TOR_ASN,
         help=f"the ToR's AS number (default {bgp.DEFAULT_TOR_ASN}; nodes are {bgp.NODE_AS})",
+    )
+    up.add_argument(
+        "--internet",
+        action="store_true",
+        help=f"an outside host at {network.OUTSIDE_ADDRESS} beyond the lab network, routed "
+        "back to the node subnets only, answering TCP/UDP port 80 with the source it saw",
     )
 
     sub.add_parser("down", help="remove everything the lab made")
@@ -158,11 +165,20 @@ def _add_lab_options(parser: argparse.ArgumentParser) -> None:
         "node without a router needs no routing protocol)",
     )
     parser.add_argument(
+        "--subnets",
+        type=int,
+        default=1,
+        help=f"node subnets, 1..{network.MAX_SUBNETS} (default 1): with 2, odd nodes are on "
+        "10.66.0.0/24 and even nodes on 10.66.1.0/24, routed by the lab network",
+    )
+    parser.add_argument(
         "--encap",
         choices=ENCAPS,
         default="none",
         help="vxlan: the lab pool has vxlanMode Always and Felix carries pod traffic between "
-        "nodes in VXLAN (BGP then defaults to none); none: plain routing (default)",
+        "nodes in VXLAN (BGP then defaults to none); vxlan-crosssubnet: vxlanMode "
+        "CrossSubnet, VXLAN only between nodes on different subnets; none: plain routing "
+        "(default)",
     )
     parser.add_argument("--datastore", choices=DATASTORES, default="embedded")
     parser.add_argument("--dataplane", choices=DATAPLANES, default=None)
@@ -204,6 +220,8 @@ def _bring_up(args: argparse.Namespace, state_dir: Path, name: str) -> Lab:
         tor=getattr(args, "tor", None),
         tor_asn=getattr(args, "tor_asn", bgp.DEFAULT_TOR_ASN),
         encap=getattr(args, "encap", "none"),
+        subnets=args.subnets,
+        internet=getattr(args, "internet", False),
     )
 
 
@@ -212,9 +230,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     with locked(state_dir, create=True):
         lab = _bring_up(args, state_dir, name)
     print(
-        f"lab {name} up: {len(lab.nodes)} node(s), BGP {lab.state.bgp}, "
-        f"encap {lab.state.encap}, datastore {lab.state.datastore.get('type')}; "
-        f"state in {state_dir}"
+        f"lab {name} up: {len(lab.nodes)} node(s) on {lab.state.subnets} subnet(s), "
+        f"BGP {lab.state.bgp}, encap {lab.state.encap}, "
+        f"datastore {lab.state.datastore.get('type')}; state in {state_dir}"
     )
     for node in lab.nodes:
         print(f"node {node.name} {node.address} in network namespace {node.netns}")
@@ -223,6 +241,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"  {daemon:14} pid {record.pid:<7} {where}")
     if len(lab.nodes) > 1 and lab.state.bgp == "none" and lab.state.encap == "none":
         print("note: --bgp none: pods on different nodes cannot reach each other")
+    if lab.state.outside:
+        out = lab.state.outside
+        print(
+            f"outside host {out['address']} in network namespace {out['netns']} "
+            f"(answers tcp/udp port {out['port']} with the source address it sees)"
+        )
     if lab.state.typha:
         print(f"felix and calico-bgpd read through calico-typha at {lab.state.typha}")
     if lab.state.tor:
@@ -403,7 +427,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         lab = _bring_up(args, state_dir, name)
         print(
             f"lab up in {time.monotonic() - started:.1f}s: {len(lab.nodes)} node(s), "
-            f"BGP {lab.state.bgp}, encap {lab.state.encap}",
+            f"{lab.state.subnets} subnet(s), BGP {lab.state.bgp}, encap {lab.state.encap}",
             file=sys.stderr,
             flush=True,
         )
@@ -428,6 +452,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     state_dir, name = _state_dir(args, "demo")
     command = " ".join(
         ["calico-lab up", f"--nodes {args.nodes}", f"--datastore {args.datastore}"]
+        + ([f"--subnets {args.subnets}"] if args.subnets != 1 else [])
         + ([f"--bgp {args.bgp}"] if args.bgp else [])
         + ([f"--encap {args.encap}"] if args.encap != "none" else [])
         + ([f"--dataplane {args.dataplane}"] if args.dataplane else [])

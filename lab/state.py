@@ -149,8 +149,13 @@ class LabState:
     # The top-of-rack router, when there is one: {"kind": "bird"|"gobgp", "asn": 65000};
     # its process is infra["tor"].
     tor: dict[str, Any] = field(default_factory=dict)
-    # "none" or "vxlan": the lab pool's encapsulation between nodes.
+    # "none", "vxlan" or "vxlan-crosssubnet": the lab pool's encapsulation between nodes.
     encap: str = "none"
+    # How many node subnets the lab network routes between (lab/network.py).
+    subnets: int = 1
+    # The outside host (--internet), when there is one: {"netns": ..., "address":
+    # "198.51.100.1", "port": 80}; its server is infra["outside-server"].
+    outside: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -177,6 +182,8 @@ class LabState:
             "bgp": self.bgp,
             "tor": self.tor,
             "encap": self.encap,
+            "subnets": self.subnets,
+            "outside": self.outside,
             "nodes": [n.to_json() for n in self.nodes],
             "pods": {k: p.to_json() for k, p in self.pods.items()},
         }
@@ -205,6 +212,8 @@ class LabState:
             bgp=str(data.get("bgp") or "none"),
             tor=dict(data.get("tor") or {}),
             encap=str(data.get("encap") or "none"),
+            subnets=int(data.get("subnets") or 1),
+            outside=dict(data.get("outside") or {}),
             nodes=[NodeState.from_json(n) for n in data.get("nodes") or []],
             pods={k: PodState.from_json(v) for k, v in (data.get("pods") or {}).items()},
         )

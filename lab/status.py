@@ -90,6 +90,13 @@ def _typha(lab: Lab) -> dict[str, Any] | None:
         return {"address": lab.state.typha, "error": str(exc)}
 
 
+def _outside(lab: Lab) -> dict[str, Any] | None:
+    if not lab.state.outside:
+        return None
+    ns = str(lab.state.outside.get("netns") or "")
+    return {**lab.state.outside, "netns_exists": netns.exists(ns)}
+
+
 def _node_processes(node: LabNode) -> list[dict[str, Any]]:
     out = []
     for name, record in node.state.processes.items():
@@ -122,6 +129,9 @@ def gather(lab: Lab) -> dict[str, Any]:
         "datastore": lab.state.datastore,
         "dataplane": lab.state.dataplane,
         "bgp": lab.state.bgp,
+        "encap": lab.state.encap,
+        "subnets": lab.state.subnets,
+        "outside": _outside(lab),
         "typha": _typha(lab),
         "tor": _tor(lab),
         "nodes": [
@@ -142,9 +152,14 @@ def gather(lab: Lab) -> dict[str, Any]:
 def render(data: dict[str, Any]) -> str:
     lines = [
         f"lab {data['lab']}: datastore {data['datastore'].get('type')}, "
-        f"dataplane {data['dataplane'] or '(felix default)'}, BGP {data['bgp']}"
+        f"dataplane {data['dataplane'] or '(felix default)'}, BGP {data['bgp']}, "
+        f"encap {data['encap']}, {data['subnets']} subnet(s)"
         + (f", typha {data['typha']['address']}" if data["typha"] else "")
     ]
+    if data["outside"]:
+        out = data["outside"]
+        present = "present" if out["netns_exists"] else "MISSING"
+        lines.append(f"outside {out['address']}:{out['port']}: netns {out['netns']} ({present})")
     for node in data["nodes"]:
         present = "present" if node["netns_exists"] else "MISSING"
         lines.append(f"node {node['name']} {node['address']}: netns {node['netns']} ({present})")

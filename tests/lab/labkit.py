@@ -10,9 +10,12 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +156,158 @@ def force_down(state_dir: Path) -> None:
     if (state_dir / "state.json").exists():
         problems = bring_down(state_dir, graceful=False)
         assert not problems, f"lab cleanup left: {problems}"
+
+
+# ---- inside a lab: kernel state, traffic from pods, the pool ----
+
+LAB_POOL = "10.65.0.0/16"  # the lab's default pool (lab-pool)
+# Run inside a namespace: connect over TCP and print what the server sends first (the
+# outside host and whoami_server answer with the source address they saw).
+CONNECT = """
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5)
+    print(c.recv(100).decode().strip())
+except OSError as exc:
+    print(f"unreachable ({exc})")
+"""
+
+
+def ip_json(netns: str, *args: str) -> list[dict[str, Any]]:
+    """`ip -n NETNS -j ARGS...` parsed."""
+    out = subprocess.run(
+        ["ip", "-n", netns, "-j", *args], capture_output=True, text=True, check=True
+    ).stdout
+    data: list[dict[str, Any]] = json.loads(out or "[]")
+    return data
+
+
+def tx_packets(netns: str, device: str = "vxlan.calico") -> int:
+    """Packets a device in `netns` has sent (0 while it does not exist)."""
+    links = [link for link in ip_json(netns, "-s", "link", "show") if link["ifname"] == device]
+    return int(links[0]["stats64"]["tx"]["packets"]) if links else 0
+
+
+def run_python(netns: str, script: str, *args: str, timeout: float = 30) -> str:
+    """A Python snippet run inside a namespace; its stdout (or stderr when silent)."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return proc.stdout.strip() or proc.stderr.strip()
+
+
+def connect_from(netns: str, address: str, port: int) -> str:
+    """What a TCP server at address:port says first to a client in `netns`, or
+    "unreachable (...)"."""
+    return run_python(netns, CONNECT, address, str(port))
+
+
+@contextmanager
+def whoami_server(netns: str, port: int, ready_dir: Path) -> Iterator[None]:
+    """The lab's outside-host server (lab/outside.py) run by the test in any namespace:
+    answers each TCP connection with the source address it saw. Stopped on exit."""
+    ready = ready_dir / f"whoami-{netns}-{port}.ready"
+    ready.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "lab.outside", "--netns", f"/run/netns/{netns}"]
+    proc = subprocess.Popen([*argv, "--port", str(port), "--ready", str(ready)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            assert proc.poll() is None, f"whoami server in {netns} exited {proc.returncode}"
+            assert time.monotonic() < deadline, f"whoami server in {netns} not ready"
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+        ready.unlink(missing_ok=True)
+
+
+def apply_pool(cli: LabCli, scratch: Path, **spec: object) -> None:
+    """Replace the lab pool's spec (cidr and block size kept) with `spec`, e.g.
+    vxlanMode="Always", natOutgoing=True."""
+    pool = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "IPPool",
+        "metadata": {"name": "lab-pool"},
+        "spec": {"cidr": LAB_POOL, "blockSize": 26, **spec},
+    }
+    path = scratch.parent / f"{scratch.name}-pool.json"
+    path.write_text(json.dumps(pool))
+    try:
+        cli("calicoctl", "apply", "-f", str(path))
+    finally:
+        path.unlink()
+
+
+# Run inside a pod: one UDP datagram of argv[2] bytes with DF set to the echo server at
+# argv[1]:80 (the pod server echoes). Prints "echoed", "EMSGSIZE" (refused at the sender:
+# larger than the path MTU) or what else happened.
+DF_UDP = """
+import errno, socket, sys
+dst, size = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set
+s.settimeout(1.0)
+for _ in range(5):
+    try:
+        s.sendto(b"x" * size, (dst, 80))
+        data = s.recv(65535)
+    except OSError as exc:
+        if exc.errno == errno.EMSGSIZE:
+            print("EMSGSIZE")
+            break
+        continue
+    print("echoed" if len(data) == size else f"short echo {len(data)}")
+    break
+else:
+    print("no echo")
+"""
+# Run inside a pod: send argv[3] bytes in one write over TCP to argv[1]:argv[2] (an echo
+# server) and read them back. Prints "echoed" when every byte came back unchanged.
+TCP_EXCHANGE = """
+import os, socket, sys
+dst, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+payload = os.urandom(size)
+try:
+    c = socket.create_connection((dst, port), timeout=3)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.sendall(payload)
+    got = b""
+    while len(got) < size:
+        chunk = c.recv(65535)
+        if not chunk:
+            break
+        got += chunk
+    print("echoed" if got == payload else f"echo differs ({len(got)} of {size} bytes)")
+except OSError as exc:
+    print(f"failed ({exc})")
+"""
+
+
+def df_udp(netns: str, address: str, size: int) -> str:
+    """A don't-fragment UDP datagram of `size` bytes from `netns` to a pod's echo on 80."""
+    return run_python(netns, DF_UDP, address, str(size))
+
+
+def tcp_exchange(netns: str, address: str, port: int, size: int) -> str:
+    """`size` bytes over TCP from `netns` to an echo server and back: "echoed" when intact."""
+    return run_python(netns, TCP_EXCHANGE, address, str(port), str(size))
+
+
+def wait_all_pairs_connect(cli: LabCli, pods: int, within: float, port: int = 80) -> None:
+    """Until `calico-lab matrix` shows every ordered pair of the lab's `pods` pods connected
+    over TCP and UDP."""
+    deadline = time.monotonic() + within
+    while True:
+        out = cli("matrix", "--port", str(port), "--protocol", "tcp,udp", "--json").stdout
+        table = json.loads(out)
+        blocked = [(proto, s, d) for proto, rows in table.items() for s, d, ok in rows if not ok]
+        pairs = sum(len(rows) for rows in table.values())
+        if not blocked and pairs == 2 * pods * (pods - 1):
+            return
+        assert time.monotonic() < deadline, f"blocked: {blocked} ({pairs} pairs probed)"
+        time.sleep(0.3)

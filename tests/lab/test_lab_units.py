@@ -353,6 +353,10 @@ def test_bird_from_pidfile_only_names_that_directorys_bird(tmp_path: Path) -> No
         ({"tor": "gobgp", "tor_asn": 0}, "--tor-asn"),
         ({"datastore": "consul"}, "--datastore"),
         ({"encap": "ipip"}, "--encap"),
+        ({"subnets": 0}, "--subnets"),
+        ({"subnets": 3, "encap": "vxlan"}, "--subnets"),
+        ({"subnets": 2, "nodes": 3, "bgp_mode": "mesh"}, "--subnets"),
+        ({"subnets": 2, "nodes": 3, "tor": "bird"}, "--tor"),
     ],
 )
 def test_bad_lab_options_name_the_field_and_make_nothing(
@@ -365,3 +369,38 @@ def test_bad_lab_options_name_the_field_and_make_nothing(
     with pytest.raises(LabError, match=f"^{field}:" if field != "--tor" else "--tor"):
         bring_up(state_dir, "bad", **options)
     assert not state_dir.exists()
+
+
+def test_nodes_alternate_over_two_subnets_keeping_their_host_number() -> None:
+    from lab import bgp, network
+
+    one = [str(network.node_address(i)) for i in range(3)]
+    assert one == ["10.66.0.11", "10.66.0.12", "10.66.0.13"]
+    two = [str(network.node_address(i, subnets=2)) for i in range(4)]
+    assert two == ["10.66.0.11", "10.66.1.12", "10.66.0.13", "10.66.1.14"]
+    assert [network.node_subnet(i, 2) for i in range(4)] == [0, 1, 0, 1]
+    assert [str(network.gateway(s)) for s in (0, 1)] == ["10.66.0.1", "10.66.1.1"]
+    assert str(network.GATEWAY) == "10.66.0.1"  # etcd, Typha and the ToR stay here
+    # Each Node's BGP address carries its own subnet's prefix (what CrossSubnet compares).
+    from lab.state import NodeState
+
+    nodes = [NodeState(f"node-{i + 1}", f"ns-{i}", a) for i, a in enumerate(two)]
+    addresses = [o["spec"]["bgp"]["ipv4Address"] for o in bgp.node_objects(nodes, "none")]
+    assert addresses == ["10.66.0.11/24", "10.66.1.12/24", "10.66.0.13/24", "10.66.1.14/24"]
+    with pytest.raises(ValueError, match=r"192\.0\.2\.1"):
+        network.prefix_of("192.0.2.1")
+
+
+def test_encap_names_the_pools_vxlan_mode_and_state_keeps_subnets_and_outside(
+    tmp_path: Path,
+) -> None:
+    from lab.lab import ENCAPS, VXLAN_MODES
+    from lab.state import LabState
+
+    assert ENCAPS == ("none", "vxlan", "vxlan-crosssubnet")
+    assert [VXLAN_MODES[e] for e in ENCAPS] == ["Never", "Always", "CrossSubnet"]
+    outside = {"netns": "clab-t-outside", "address": "198.51.100.1", "port": 80}
+    state = LabState("t", tmp_path, encap="vxlan-crosssubnet", subnets=2, outside=outside)
+    state.save()
+    loaded = LabState.load(tmp_path)
+    assert (loaded.encap, loaded.subnets, loaded.outside) == ("vxlan-crosssubnet", 2, outside)

@@ -1,7 +1,8 @@
 """A 3-node lab with the VXLAN overlay and no BGP (issue 11): Felix allocates each node's VTEP,
 publishes it on the Node, and programs vxlan.calico with onlink routes, permanent neighbours
 and FDB entries for the other nodes' blocks; pods get the overlay's MTU and their traffic
-between nodes crosses as VXLAN. A route flushed by hand comes back within the refresh
+between nodes crosses as VXLAN (a don't-fragment datagram at the MTU and a 1,400-byte TCP
+exchange included). A route flushed by hand comes back within the refresh
 interval; a restarted Felix adopts the device and keeps its VTEP; a Node deleted from the
 datastore takes its routes, neighbour and FDB entry off the other nodes; with the pool back
 to vxlanMode Never the devices go and the VTEP addresses are released. `down` leaves
@@ -12,14 +13,24 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.lab.labkit import LabCli, host_snapshot, lab_namespaces, make_cli
+from tests.lab.labkit import (
+    LabCli,
+    apply_pool,
+    df_udp,
+    host_snapshot,
+    ip_json,
+    lab_namespaces,
+    make_cli,
+    tcp_exchange,
+    tx_packets,
+    wait_all_pairs_connect,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -30,34 +41,6 @@ BLOCK_PREFIX = 26
 REFRESH_S = 1.0
 SETTLE_S = 15.0
 VXLAN_MTU = 1450  # the lab's eth0 (1500) less VXLAN's 50 bytes
-# Run inside a pod: send one UDP datagram with DF set to the echo server on port 80.
-DF_UDP = """
-import errno, socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set
-s.settimeout(1.0)
-for _ in range(5):
-    try:
-        s.sendto(b"x" * {size}, ("{dst}", 80))
-        data = s.recv(65535)
-    except OSError as exc:
-        if exc.errno == errno.EMSGSIZE:
-            print("EMSGSIZE")
-            break
-        continue
-    print("echoed" if len(data) == {size} else f"short echo {{len(data)}}")
-    break
-else:
-    print("no echo")
-"""
-
-
-def _ip_json(netns: str, *args: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        ["ip", "-n", netns, "-j", *args], capture_output=True, text=True, check=True
-    ).stdout
-    data: list[dict[str, Any]] = json.loads(out or "[]")
-    return data
 
 
 def _fdb(netns: str) -> dict[str, str]:
@@ -74,12 +57,12 @@ def _overlay(netns: str) -> dict[str, Any]:
     """The overlay state of one node's kernel: routes, permanent neighbours, FDB entries."""
     routes = {
         r["dst"]: r.get("gateway")
-        for r in _ip_json(netns, "-4", "route", "show", "dev", "vxlan.calico")
+        for r in ip_json(netns, "-4", "route", "show", "dev", "vxlan.calico")
         if r.get("protocol") == "80" and "onlink" in r.get("flags", [])
     }
     neigh = {
         n["dst"]: n.get("lladdr")
-        for n in _ip_json(netns, "-4", "neigh", "show", "dev", "vxlan.calico")
+        for n in ip_json(netns, "-4", "neigh", "show", "dev", "vxlan.calico")
         if "PERMANENT" in n.get("state", [])
     }
     return {"routes": routes, "neigh": neigh, "fdb": _fdb(netns)}
@@ -116,22 +99,6 @@ def _wait_overlay(netns: dict[str, str], wanted: dict[str, dict[str, Any]], with
         time.sleep(0.1)
 
 
-def _tx_packets(netns: str) -> int:
-    link = _ip_json(netns, "-s", "link", "show", "vxlan.calico")[0]
-    return int(link["stats64"]["tx"]["packets"])
-
-
-def _all_pairs_connect(cli: LabCli) -> None:
-    deadline = time.monotonic() + SETTLE_S
-    while True:
-        table = json.loads(cli("matrix", "--port", "80", "--protocol", "tcp,udp", "--json").stdout)
-        blocked = [(proto, s, d) for proto, rows in table.items() for s, d, ok in rows if not ok]
-        if not blocked and sum(len(rows) for rows in table.values()) == 12:
-            return
-        assert time.monotonic() < deadline, f"blocked: {blocked}"
-        time.sleep(0.3)
-
-
 def test_three_nodes_vxlan_without_bgp(
     needs_services: None, lab_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -148,15 +115,15 @@ def test_three_nodes_vxlan_without_bgp(
 
     # Pods created once the overlay exists get its MTU on their veths.
     deadline = time.monotonic() + SETTLE_S
-    while not all(_ip_json(ns, "link", "show", "type", "vxlan") for ns in netns.values()):
+    while not all(ip_json(ns, "link", "show", "type", "vxlan") for ns in netns.values()):
         assert time.monotonic() < deadline, "vxlan.calico did not appear on every node"
         time.sleep(0.1)
     for pod, node in PODS.items():
         cli("pod", "run", pod, "--node", node, "--serve", "tcp:80,udp:80")
     pods = json.loads((lab_dir / "state.json").read_text())["pods"]
     for pod in pods.values():
-        eth0 = _ip_json(pod["netns"], "link", "show", "eth0")[0]
-        host = _ip_json(netns[pod["node"]], "link", "show", pod["host_interface"])[0]
+        eth0 = ip_json(pod["netns"], "link", "show", "eth0")[0]
+        host = ip_json(netns[pod["node"]], "link", "show", pod["host_interface"])[0]
         assert eth0["mtu"] == host["mtu"] == VXLAN_MTU, (eth0, host)
     blocks = {
         str(ipaddress.ip_network(f"{pods[p]['ips'][0]}/{BLOCK_PREFIX}", strict=False)): node
@@ -179,36 +146,31 @@ def test_three_nodes_vxlan_without_bgp(
     assert held == {ip: f"vxlan-tunnel-addr-{n}" for n, (ip, _) in vteps.items()}, held
 
     for node, ns in netns.items():
-        link = _ip_json(ns, "-d", "link", "show", "vxlan.calico")[0]
+        link = ip_json(ns, "-d", "link", "show", "vxlan.calico")[0]
         info = link["linkinfo"]["info_data"]
         assert (info["id"], info["port"], info["learning"]) == (4096, 4789, False), info
         assert info["local"] == NODE_ADDRESS[node]
         assert link["mtu"] == 1450 and link["address"] == vteps[node][1]
-        addrs = _ip_json(ns, "-4", "addr", "show", "vxlan.calico")[0]["addr_info"]
+        addrs = ip_json(ns, "-4", "addr", "show", "vxlan.calico")[0]["addr_info"]
         assert [(a["local"], a["prefixlen"]) for a in addrs] == [(vteps[node][0], 32)]
 
     wanted = _wanted(vteps, blocks, list(netns))
     _wait_overlay(netns, wanted, SETTLE_S)
 
-    tx_before = {node: _tx_packets(ns) for node, ns in netns.items()}
-    _all_pairs_connect(cli)
+    tx_before = {node: tx_packets(ns) for node, ns in netns.items()}
+    wait_all_pairs_connect(cli, len(PODS), SETTLE_S)
     for node, ns in netns.items():
         # Each node sent to two others over TCP and UDP: all of it left through vxlan.calico.
-        assert _tx_packets(ns) - tx_before[node] >= 8, node
+        assert tx_packets(ns) - tx_before[node] >= 8, node
 
     # At the computed MTU a don't-fragment UDP datagram crosses and comes back (the pod
     # server echoes); one byte more is refused at the sender, not fragmented.
     a, b = pods["x/a"], pods["x/b"]
     largest = VXLAN_MTU - 28  # IPv4 20 + UDP 8
     for size, expect in ((largest, "echoed"), (largest + 1, "EMSGSIZE")):
-        script = DF_UDP.format(size=size, dst=b["ips"][0])
-        proc = subprocess.run(
-            ["ip", "netns", "exec", a["netns"], sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert proc.stdout.strip() == expect, (size, proc.stdout, proc.stderr)
+        assert df_udp(a["netns"], b["ips"][0], size) == expect, size
+    # A 1,400-byte payload over TCP crosses in one segment (MSS 1410) and is echoed back.
+    assert tcp_exchange(a["netns"], b["ips"][0], 80, 1400) == "echoed"
 
     # Drift: the routes flushed by hand are back within the refresh interval.
     flush = ["ip", "-n", netns["node-1"], "route", "flush", "dev", "vxlan.calico"]
@@ -218,10 +180,10 @@ def test_three_nodes_vxlan_without_bgp(
     print(f"flushed routes repaired in {repaired:.2f}s (refresh interval {REFRESH_S}s)")
 
     # A restarted Felix adopts the device as it is and keeps its VTEP.
-    index = _ip_json(netns["node-1"], "link", "show", "vxlan.calico")[0]["ifindex"]
+    index = ip_json(netns["node-1"], "link", "show", "vxlan.calico")[0]["ifindex"]
     cli("node", "restart", "node-1", "calico-felix")
     _wait_overlay(netns, wanted, SETTLE_S)
-    assert _ip_json(netns["node-1"], "link", "show", "vxlan.calico")[0]["ifindex"] == index
+    assert ip_json(netns["node-1"], "link", "show", "vxlan.calico")[0]["ifindex"] == index
     assert _nodes(cli)["node-1"]["ipv4VXLANTunnelAddr"] == vteps["node-1"][0]
 
     # A Node deleted from the datastore leaves the others' kernels.
@@ -230,21 +192,10 @@ def test_three_nodes_vxlan_without_bgp(
     print(f"node-3's routes, neighbour and FDB entry gone from the others in {gone:.2f}s")
 
     # The pool back to vxlanMode Never: the devices go, the VTEPs are released and cleared.
-    never = lab_dir.parent / f"{lab_dir.name}-pool.json"
-    pool = {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "IPPool",
-        "metadata": {"name": "lab-pool"},
-        "spec": {"cidr": str(POOL), "blockSize": BLOCK_PREFIX, "vxlanMode": "Never"},
-    }
-    never.write_text(json.dumps(pool))
-    try:
-        cli("calicoctl", "apply", "-f", str(never))
-    finally:
-        never.unlink()
+    apply_pool(cli, lab_dir, vxlanMode="Never")
     deadline = time.monotonic() + SETTLE_S
     while True:
-        devices = [n for n, ns in netns.items() if _ip_json(ns, "link", "show", "type", "vxlan")]
+        devices = [n for n, ns in netns.items() if ip_json(ns, "link", "show", "type", "vxlan")]
         specs = _nodes(cli)
         published = [n for n, spec in specs.items() if spec.get("ipv4VXLANTunnelAddr")]
         if not devices and not published:
