@@ -2,7 +2,7 @@
 calico-felix, by hand: importing the generated `_pb2` modules costs ~30 ms per exec.
 
 Field numbers mirror protos/calico/ipam/v1/ipam.proto, protos/calico/felix/v1/endpoints.proto
-and grpc.health.v1 (health.proto); tests/cni/test_wire.py round-trips every message through the
+and grpc.health.v1 (health.proto); tests/cni/test_cni_wire.py round-trips every message through the
 generated classes, so drift from the .proto files fails a test.
 """
 
@@ -131,6 +131,12 @@ def _num(value: int | bytes) -> int:
     return value
 
 
+def _int32(value: int | bytes) -> int:
+    # A negative int32 travels as its 64-bit two's complement.
+    number = _num(value) & 0xFFFFFFFF
+    return number - (1 << 32) if number >= 1 << 31 else number
+
+
 def _strings_by_field(buf: bytes) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     for field, value in fields(buf):
@@ -245,17 +251,27 @@ class EndpointID:
 
 
 class Interface:
-    __slots__ = ("mac", "name", "sandbox")
+    __slots__ = ("mac", "mtu", "name", "sandbox")
 
-    def __init__(self, name: str = "", mac: str = "", sandbox: str = "") -> None:
+    def __init__(self, name: str = "", mac: str = "", sandbox: str = "", mtu: int = 0) -> None:
         self.name = name
         self.mac = mac
         self.sandbox = sandbox
+        self.mtu = mtu  # 0: Felix did not say
 
     @classmethod
     def decode(cls, buf: bytes) -> Interface:
-        s = {f: _text(v) for f, v in fields(buf)}
-        return cls(s.get(1, ""), s.get(2, ""), s.get(3, ""))
+        iface = cls()
+        for field, value in fields(buf):
+            if field == 1:
+                iface.name = _text(value)
+            elif field == 2:
+                iface.mac = _text(value)
+            elif field == 3:
+                iface.sandbox = _text(value)
+            elif field == 4:
+                iface.mtu = _int32(value)
+        return iface
 
 
 class SetupResult:

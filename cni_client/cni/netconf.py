@@ -15,6 +15,9 @@ DEFAULT_IPAM_SOCKET = "/var/run/calico/ipam.sock"
 DEFAULT_FELIX_SOCKET = "/var/run/calico/felix.sock"
 DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
 DEFAULT_TIMEOUT_MS = 30_000
+MIN_MTU_IPV4 = 68
+MIN_MTU_IPV6 = 1280
+MAX_MTU = 65535
 IPAM_TYPE = "calico-ipam"
 _NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _NAME_CHARS = _NAME_FIRST | frozenset("_.-")
@@ -90,12 +93,10 @@ def parse(data: bytes, command: str) -> NetConf:
     conf.felix_socket = _str(raw, "felix_socket", DEFAULT_FELIX_SOCKET)
     conf.nodename = _str(raw, "nodename", "")
     conf.nodename_file = _str(raw, "nodename_file", DEFAULT_NODENAME_FILE)
-    conf.mtu = _int(raw, "mtu", 0, 0, 65535)
-    if 0 < conf.mtu < 68:
-        raise _invalid("mtu", conf.mtu, "0 (Felix's MTU) or 68..65535")
     conf.policy_timeout_ms = _int(raw, "policy_timeout_ms", 0, 0, 3_600_000)
     conf.timeout_ms = _int(raw, "timeout_ms", DEFAULT_TIMEOUT_MS, 1, 3_600_000)
     _parse_ipam(raw, conf)
+    conf.mtu = _mtu(raw, conf.assign_ipv6)
     dns = raw.get("dns")
     if dns is not None:
         if not isinstance(dns, dict):
@@ -118,6 +119,22 @@ def _name(raw: dict[str, object]) -> str:
     if name[0] not in _NAME_FIRST or not set(name) <= _NAME_CHARS:
         raise _invalid("name", name, "letters, digits, '_', '.' or '-', starting alphanumeric")
     return name
+
+
+def _mtu(raw: dict[str, object], ipv6: bool) -> int:
+    """0 (or absent): Felix picks the MTU. Otherwise at least what every address family the
+    pod gets needs: IPv4 68 (RFC 791), IPv6 1280 (RFC 8200; the kernel drops IPv6 from a link
+    below it). Checked here, before any daemon is asked, so nothing is half-created."""
+    value = raw.get("mtu", 0)
+    low = MIN_MTU_IPV6 if ipv6 else MIN_MTU_IPV4
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (value != 0 and not low <= value <= MAX_MTU)
+    ):
+        why = " (ipam.assign_ipv6 is on)" if ipv6 else ""
+        raise _invalid("mtu", value, f"0 (Felix's MTU) or an integer in {low}..{MAX_MTU}{why}")
+    return value
 
 
 def _parse_ipam(raw: dict[str, object], conf: NetConf) -> None:

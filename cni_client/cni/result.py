@@ -1,7 +1,8 @@
 """ADD results in the format of the requested CNI version, and reading prevResult back.
 
-1.0.0 and 1.1.0 share one result format; 0.3.0, 0.3.1 and 0.4.0 add `"version": "4"|"6"` to
-each IP. An IP's `interface` is the index of the pod-side interface in `interfaces`.
+1.0.0 and 1.1.0 share one result format, except that 1.1.0 interfaces carry `mtu` (the MTU
+Felix read back from each veth end); 0.3.0, 0.3.1 and 0.4.0 add `"version": "4"|"6"` to each
+IP. An IP's `interface` is the index of the pod-side interface in `interfaces`.
 """
 
 from __future__ import annotations
@@ -11,19 +12,16 @@ from cni_client.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cni_client.wire import SetupResult
+    from cni_client.wire import Interface, SetupResult
 
 
 def add_result(
     cni_version: str, setup: SetupResult, dns: dict[str, object] | None
 ) -> dict[str, object]:
     legacy = versions.is_legacy_result(cni_version)
-    host: dict[str, object] = {"name": setup.host_interface.name}
-    if setup.host_interface.mac:
-        host["mac"] = setup.host_interface.mac
-    pod: dict[str, object] = {"name": setup.container_interface.name}
-    if setup.container_interface.mac:
-        pod["mac"] = setup.container_interface.mac
+    with_mtu = versions.has_interface_mtu(cni_version)
+    host = _interface(setup.host_interface, with_mtu)
+    pod = _interface(setup.container_interface, with_mtu)
     pod["sandbox"] = setup.container_interface.sandbox
     ips: list[dict[str, object]] = []
     for address in setup.addresses:
@@ -46,6 +44,16 @@ def add_result(
     if dns:
         result["dns"] = dns
     return result
+
+
+def _interface(iface: Interface, with_mtu: bool) -> dict[str, object]:
+    out: dict[str, object] = {"name": iface.name}
+    if iface.mac:
+        out["mac"] = iface.mac
+    # The spec's field is a uint: an MTU Felix did not report (0) is left out, not guessed.
+    if with_mtu and iface.mtu > 0:
+        out["mtu"] = iface.mtu
+    return out
 
 
 class PrevResult:

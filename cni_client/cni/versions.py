@@ -37,6 +37,11 @@ def is_legacy_result(version: str) -> bool:
     return as_tuple(version) < (1, 0, 0)
 
 
+def has_interface_mtu(version: str) -> bool:
+    """1.1.0 added `mtu` to the result's interfaces; older results must not carry it."""
+    return as_tuple(version) >= (1, 1, 0)
+
+
 def version_info() -> dict[str, object]:
     """The VERSION command's answer."""
     return {"cniVersion": LATEST, "supportedVersions": list(SUPPORTED)}

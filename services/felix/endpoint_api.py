@@ -73,8 +73,12 @@ def _endpoint_id(record: LocalEndpoint) -> pb.EndpointID:
 def setup_response(record: LocalEndpoint) -> pb.SetupEndpointResponse:
     wep = record.wep
     return pb.SetupEndpointResponse(
-        host_interface=pb.Interface(name=wep.interface_name, mac=HOST_VETH_MAC),
-        container_interface=pb.Interface(name=wep.endpoint, mac=wep.mac, sandbox=record.netns),
+        host_interface=pb.Interface(
+            name=wep.interface_name, mac=HOST_VETH_MAC, mtu=record.host_mtu
+        ),
+        container_interface=pb.Interface(
+            name=wep.endpoint, mac=wep.mac, sandbox=record.netns, mtu=record.pod_mtu
+        ),
         addresses=list(wep.ip_networks),
         routes=[
             pb.Route(dst=str(r.dst), gateway=str(r.gateway) if r.gateway else "")

@@ -47,6 +47,10 @@ class LocalEndpoint:
     netns: str  # "" when adopted after a restart (the CNI passes it on each call)
     plumbed: bool  # the host veth exists
     programmed: bool
+    # The veth ends' MTUs as the kernel reported them at setup (0: not read, e.g. adopted
+    # after a restart); SetupEndpoint reports them, the CNI plugin puts them in its result.
+    host_mtu: int = 0
+    pod_mtu: int = 0
 
     @property
     def key(self) -> PodKey:
@@ -166,7 +170,15 @@ class EndpointManager(PodCacheListener):
                     namespace=await self._pods.fetch_namespace(key.namespace),
                 )
                 wep, revision = await self._store.create_or_replace(wep)
-                record = LocalEndpoint(wep, revision, req.netns, plumbed=True, programmed=False)
+                record = LocalEndpoint(
+                    wep,
+                    revision,
+                    req.netns,
+                    plumbed=True,
+                    programmed=False,
+                    host_mtu=plumbed.host_mtu,
+                    pod_mtu=plumbed.pod_mtu,
+                )
                 self._endpoints[key] = record
                 # The dataplane promises a TimeoutError itself; the outer bound guards against
                 # one that does not keep that promise.
@@ -181,7 +193,9 @@ class EndpointManager(PodCacheListener):
     async def _converged(
         self, existing: LocalEndpoint, req: SetupRequest, spec: PodInterfaceSpec
     ) -> bool:
-        """A repeated ADD for the same container whose interface is intact."""
+        """A repeated ADD for the same container whose interface is intact (and has the MTU
+        the request names, if it names one). Refreshes the record's MTUs from the kernel, so
+        the answer reports what the veths have now, also for an endpoint adopted on start."""
         wep = existing.wep
         if (
             wep.container_id != req.id.container_id
@@ -190,7 +204,12 @@ class EndpointManager(PodCacheListener):
             or not existing.plumbed
         ):
             return False
-        return not await self._worker.check(spec)
+        if await self._worker.check(spec):
+            return False
+        existing.host_mtu, existing.pod_mtu = await self._worker.interface_mtus(spec)
+        # Without an explicit MTU the pod keeps the one it was made with, even if Felix's
+        # default has changed since (an overlay turned on): a repeated ADD does not recreate.
+        return not req.mtu or existing.host_mtu == existing.pod_mtu == req.mtu
 
     async def _undo_setup(self, key: PodKey, host_name: str, wep: WorkloadEndpoint | None) -> None:
         self._endpoints.pop(key, None)

@@ -27,6 +27,7 @@ from calico.felix.v1 import endpoints_pb2, endpoints_pb2_grpc
 from calico.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+FAKE_FELIX_MTU = 1450  # the fake's "detected" MTU, unlike any default, so tests see it used
 
 
 @dataclass
@@ -145,10 +146,15 @@ class FakeFelix(endpoints_pb2_grpc.EndpointsServicer):
         routes.append(endpoints_pb2.Route(dst="0.0.0.0/0", gateway="169.254.1.1"))
         if any(":" in a for a in addresses):
             routes.append(endpoints_pb2.Route(dst="::/0", gateway="fe80::ecee:eeff:feee:eeee"))
+        # As the real Felix: both ends get the request's MTU, else Felix's own.
+        mtu = request.mtu or FAKE_FELIX_MTU
         return endpoints_pb2.SetupEndpointResponse(
-            host_interface=endpoints_pb2.Interface(name=host_if, mac="ee:ee:ee:ee:ee:ee"),
+            host_interface=endpoints_pb2.Interface(name=host_if, mac="ee:ee:ee:ee:ee:ee", mtu=mtu),
             container_interface=endpoints_pb2.Interface(
-                name=request.id.interface_name, mac="0a:58:0a:41:00:02", sandbox=request.netns
+                name=request.id.interface_name,
+                mac="0a:58:0a:41:00:02",
+                sandbox=request.netns,
+                mtu=mtu,
             ),
             addresses=addresses,
             routes=routes,

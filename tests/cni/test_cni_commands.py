@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.cni.fake_daemons import FakeDaemons
+from tests.cni.fake_daemons import FAKE_FELIX_MTU, FakeDaemons
 from tests.cni.plugin import CONTAINER_ID, NETNS, base_env, netconf, run_plugin
 
 HANDLE = f"k8s-pod-network.{CONTAINER_ID}"
@@ -40,11 +40,13 @@ def test_add_result_current_format(
     conf["ipam"]["assign_ipv6"] = "true"
     conf["dns"] = {"nameservers": ["10.96.0.10"], "search": ["svc.cluster.local"]}
     result = add(cni_bin, conf)
+    # 1.1.0 added the interfaces' `mtu`; a 1.0.0 result stays exactly as 1.0.0 defines it.
+    mtu = {"mtu": FAKE_FELIX_MTU} if version == "1.1.0" else {}
     assert result == {
         "cniVersion": version,
         "interfaces": [
-            {"name": "calia1b2c3d4e5f", "mac": "ee:ee:ee:ee:ee:ee"},
-            {"name": "eth0", "mac": "0a:58:0a:41:00:02", "sandbox": NETNS},
+            {"name": "calia1b2c3d4e5f", "mac": "ee:ee:ee:ee:ee:ee", **mtu},
+            {"name": "eth0", "mac": "0a:58:0a:41:00:02", **mtu, "sandbox": NETNS},
         ],
         "ips": [
             {"address": "10.65.0.2/32", "interface": 1},
@@ -84,6 +86,7 @@ def test_add_result_legacy_format(
         {"version": "6", "address": "fd00:65::3/128", "interface": 1},
     ]
     assert result["interfaces"][1]["sandbox"] == NETNS
+    assert all("mtu" not in iface for iface in result["interfaces"])
     assert "dns" not in result
 
 
@@ -93,7 +96,8 @@ def test_add_passes_config_and_trace(
     conf.update(mtu=1400, policy_timeout_ms=2500)
     conf["ipam"]["ipv4_pools"] = ["pool-a", "10.70.0.0/16"]
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    add(cni_bin, conf, TRACEPARENT=f"00-{trace_id}-00f067aa0ba902b7-01")
+    result = add(cni_bin, conf, TRACEPARENT=f"00-{trace_id}-00f067aa0ba902b7-01")
+    assert [iface["mtu"] for iface in result["interfaces"]] == [1400, 1400]
     assign, setup = (c.request for c in daemons.state.calls)
     assert list(assign.ipv4_pools) == ["pool-a", "10.70.0.0/16"]  # type: ignore[attr-defined]
     assert (setup.mtu, setup.policy_timeout_ms) == (1400, 2500)  # type: ignore[attr-defined]

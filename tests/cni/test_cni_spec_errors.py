@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.cni.fake_daemons import FakeDaemons
+from tests.cni.fake_daemons import FAKE_FELIX_MTU, FakeDaemons
 from tests.cni.plugin import base_env, run_plugin
 
 INCOMPATIBLE_VERSION = 1
@@ -203,6 +203,50 @@ def test_invalid_network_config(
             conf[key] = value
     run = run_plugin(cni_bin, base_env("ADD", cni_bin), conf)
     assert_error(run, INVALID_NETWORK_CONFIG, *words, daemons=daemons)
+
+
+@pytest.mark.parametrize(
+    ("mtu", "ipv6", "words"),
+    [
+        (-1, False, ["68..65535"]),
+        (67, False, ["mtu=67", "68..65535"]),
+        (65536, False, ["68..65535"]),
+        (1500.5, False, ["mtu=1500.5"]),
+        (1500.0, False, ["mtu=1500.0"]),
+        ("1500", False, ['mtu="1500"']),
+        (None, False, ["mtu=null"]),
+        # An IPv6 pod needs 1280: the kernel turns IPv6 off on a smaller link.
+        (1279, True, ["mtu=1279", "1280..65535", "ipam.assign_ipv6"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+def test_invalid_mtu_reaches_no_daemon(
+    cni_bin: Path,
+    daemons: FakeDaemons,
+    conf: dict[str, Any],
+    mtu: object,
+    ipv6: bool,
+    words: list[str],
+    command: str,
+) -> None:
+    conf["mtu"] = mtu
+    conf["ipam"]["assign_ipv6"] = "true" if ipv6 else "false"
+    conf["prevResult"] = {"cniVersion": "1.1.0", "interfaces": [], "ips": []}
+    run = run_plugin(cni_bin, base_env(command, cni_bin), conf)
+    assert_error(run, INVALID_NETWORK_CONFIG, "mtu", *words, daemons=daemons)
+
+
+@pytest.mark.parametrize(("mtu", "ipv6"), [(0, True), (68, False), (1279, False), (1280, True)])
+def test_valid_mtu_is_passed_to_felix(
+    cni_bin: Path, daemons: FakeDaemons, conf: dict[str, Any], mtu: int, ipv6: bool
+) -> None:
+    conf["mtu"] = mtu
+    conf["ipam"]["assign_ipv6"] = "true" if ipv6 else "false"
+    run = run_plugin(cni_bin, base_env("ADD", cni_bin), conf)
+    assert run.rc == 0, run.stdout
+    assert daemons.state.calls[1].request.mtu == mtu  # type: ignore[attr-defined]
+    want = mtu or FAKE_FELIX_MTU  # 0: Felix's own
+    assert [i["mtu"] for i in run.json()["interfaces"]] == [want, want]
 
 
 def test_unsupported_ipam_type(cni_bin: Path, daemons: FakeDaemons, conf: dict[str, Any]) -> None:

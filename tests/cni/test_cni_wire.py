@@ -64,8 +64,10 @@ def test_setup_endpoint_round_trip() -> None:
         policy_timeout_ms=3000,
     )
     resp = fpb.SetupEndpointResponse(
-        host_interface=fpb.Interface(name="cali123", mac="ee:ee:ee:ee:ee:ee"),
-        container_interface=fpb.Interface(name="eth0", mac="aa:bb:cc:dd:ee:ff", sandbox="/x"),
+        host_interface=fpb.Interface(name="cali123", mac="ee:ee:ee:ee:ee:ee", mtu=1450),
+        container_interface=fpb.Interface(
+            name="eth0", mac="aa:bb:cc:dd:ee:ff", sandbox="/x", mtu=65535
+        ),
         addresses=["10.0.0.5/32"],
         routes=[fpb.Route(dst="169.254.1.1/32"), fpb.Route(dst="0.0.0.0/0", gateway="169.254.1.1")],
         workload_endpoint="node--k8s-p-eth0",
@@ -77,9 +79,30 @@ def test_setup_endpoint_round_trip() -> None:
         "",
     )
     assert (got.container_interface.name, got.container_interface.sandbox) == ("eth0", "/x")
+    assert (got.host_interface.mtu, got.container_interface.mtu) == (1450, 65535)
     assert got.addresses == ["10.0.0.5/32"]
     assert got.routes == [("169.254.1.1/32", ""), ("0.0.0.0/0", "169.254.1.1")]
     assert got.workload == "node--k8s-p-eth0"
+
+
+@pytest.mark.parametrize("mtu", [0, 1, 127, 128, 1500, 9000, 2**31 - 1, -1, -(2**31)])
+def test_interface_mtu_round_trip(mtu: int) -> None:
+    # int32: a negative value (never sent by Felix) is a 10-byte varint; it must still decode.
+    raw = fpb.SetupEndpointResponse(
+        host_interface=fpb.Interface(name="cali1", mtu=mtu)
+    ).SerializeToString()
+    assert wire.setup_endpoint_response(raw).host_interface.mtu == mtu
+
+
+def test_interface_mtu_of_a_felix_without_it() -> None:
+    # An Interface with no field 4 (an older Felix, or MTU unknown) reads as 0.
+    raw = fpb.SetupEndpointResponse(
+        host_interface=fpb.Interface(name="cali1"), container_interface=fpb.Interface(name="e")
+    ).SerializeToString()
+    got = wire.setup_endpoint_response(raw)
+    assert (got.host_interface.mtu, got.container_interface.mtu) == (0, 0)
+    with pytest.raises(wire.WireError):  # field 4 as a string is not an int32
+        wire.Interface.decode(b"\x22\x02ab")
 
 
 def test_teardown_check_list() -> None:

@@ -81,6 +81,8 @@ class CalicoNode:
     pool: str = "10.231.0.0/24"
     # podman 4.3's libcni reads results up to 1.0.0; cnitool's is newer (STATUS, GC: 1.1.0).
     cni_version: str = "1.1.0"
+    # The uplink's MTU: Felix gives pods its default-route interface's MTU (no overlay here).
+    uplink_mtu: int = 1500
     netns: str = ""
     network: str = ""
     pods: list[str] = field(default_factory=list)
@@ -123,7 +125,7 @@ class CalicoNode:
         run(*up, "addr", "add", f"{UPLINK_PEER}/30", "dev", "up0")
         for cmd in (node, up):
             run(*cmd, "link", "set", "lo", "up")
-        run(*node, "link", "set", "eth0", "up")
+        run(*node, "link", "set", "eth0", "mtu", str(self.uplink_mtu), "up")
         run(*up, "link", "set", "up0", "up")
         run(*node, "route", "add", "default", "via", UPLINK_PEER)
         run(*in_netns(self.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"))
@@ -173,19 +175,30 @@ class CalicoNode:
                 raise RuntimeError(f"daemons not serving: {problems}\n{logs}")
             time.sleep(0.1)
 
-    def conflist(self) -> dict[str, object]:
+    def conflist(
+        self, network: str = "", cni_version: str = "", **plugin: object
+    ) -> dict[str, object]:
+        """The node's network (or another on the same daemons, with extra plugin keys)."""
         return {
-            "cniVersion": self.cni_version,
-            "name": self.network,
+            "cniVersion": cni_version or self.cni_version,
+            "name": network or self.network,
             "plugins": [
                 {
                     "type": "calico",
                     "nodename": self.name,
                     "felix_socket": self.felix_socket,
                     "ipam": {"type": "calico-ipam", "socket": self.ipam_socket},
+                    **plugin,
                 }
             ],
         }
+
+    def add_network(self, suffix: str, cni_version: str = "", **plugin: object) -> str:
+        """Another conflist next to the node's (cnitool picks one by name); its name."""
+        network = f"{self.network}-{suffix}"
+        conflist = self.conflist(network, cni_version, **plugin)
+        (self.conf_dir / f"{network}.conflist").write_text(json.dumps(conflist))
+        return network
 
     @property
     def conflist_path(self) -> Path:
@@ -217,9 +230,9 @@ class CalicoNode:
 
 
 @contextlib.contextmanager
-def calico_node(cni_version: str = "1.1.0") -> Iterator[CalicoNode]:
+def calico_node(cni_version: str = "1.1.0", uplink_mtu: int = 1500) -> Iterator[CalicoNode]:
     work = Path(tempfile.mkdtemp(prefix="cpt-rt-"))
-    node = CalicoNode(secrets.token_hex(3), work, cni_version=cni_version)
+    node = CalicoNode(secrets.token_hex(3), work, cni_version=cni_version, uplink_mtu=uplink_mtu)
     try:
         node.start()
         yield node

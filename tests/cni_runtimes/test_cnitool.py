@@ -46,14 +46,16 @@ def node() -> Iterator[CalicoNode]:
         yield n
 
 
-def cnitool(node: CalicoNode, command: str, netns: str) -> subprocess.CompletedProcess[str]:
+def cnitool(
+    node: CalicoNode, command: str, netns: str, network: str = ""
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "CNI_PATH": str(node.bin_dir),
         "NETCONFPATH": str(node.conf_dir),
         "CNI_IFNAME": "eth0",
     }
-    argv = [str(CNITOOL), command, node.network, str(NETNS_DIR / netns)]
+    argv = [str(CNITOOL), command, network or node.network, str(NETNS_DIR / netns)]
     return subprocess.run(
         with_private_var_lib(node.work / "var-lib", argv),
         env=env,
@@ -178,3 +180,37 @@ def test_check_fails_after_the_pod_route_is_deleted_by_hand(node: CalicoNode) ->
     assert node.host_veths() == []
     assert handles(node) == {}
     assert "eth0" not in run(*in_netns(pod, "ip", "-o", "link", "show")).stdout
+
+
+def veth_mtus(node: CalicoNode, pod: str, host_veth: str) -> tuple[int, int]:
+    """(host end, pod end) MTUs as the kernel has them."""
+    (host,) = json.loads(run(*in_netns(node.netns, "ip", "-j", "link", "show", host_veth)).stdout)
+    (inside,) = json.loads(run(*in_netns(pod, "ip", "-j", "link", "show", "eth0")).stdout)
+    return host["mtu"], inside["mtu"]
+
+
+def test_result_reports_the_veth_mtu() -> None:
+    """Issue 11: a 1.1.0 result's interfaces carry the MTU both veth ends really have: Felix's
+    (here the uplink's 1450, no overlay) or the netconf's `mtu`; a 1.0.0 result has no `mtu`."""
+    with calico_node(uplink_mtu=1450) as node:
+        explicit = node.add_network("mtu", mtu=1300)
+        old = node.add_network("v100", cni_version="1.0.0")
+        cases = [(node.network, "felix", 1450, True), (explicit, "conf", 1300, True)]
+        cases.append((old, "old", 1450, False))
+        for network, role, want, reported in cases:
+            pod = node.add_pod_netns(role)
+            added = cnitool(node, "add", pod, network)
+            assert added.returncode == 0, added.stdout + added.stderr + node.logs()
+            result = json.loads(added.stdout)
+            host, pod_if = result["interfaces"]
+            assert veth_mtus(node, pod, host["name"]) == (want, want), role
+            if reported:
+                assert (host["mtu"], pod_if["mtu"]) == (want, want), result
+            else:
+                assert result["cniVersion"] == "1.0.0"
+                assert "mtu" not in host and "mtu" not in pod_if, result
+            checked = cnitool(node, "check", pod, network)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            deleted = cnitool(node, "del", pod, network)
+            assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+        assert node.host_veths() == [] and handles(node) == {}

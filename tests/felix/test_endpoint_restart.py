@@ -91,6 +91,17 @@ async def test_restart_finds_endpoints_and_changes_nothing(felix: FelixHarness) 
         pb.CheckEndpointRequest(id=req_a.id, netns=felix.netns_path(a))
     )
     assert check.ok, check.problems
+    # A repeated ADD of an adopted endpoint reports the MTUs its veth ends have (read from the
+    # kernel: the new Felix never set them) and recreates nothing.
+    rb_again = await felix.stub.SetupEndpoint(
+        setup_request("b", felix.netns_path(b), ["10.66.0.3/26"])
+    )
+    assert (rb_again.host_interface.mtu, rb_again.container_interface.mtu) == (
+        rb.host_interface.mtu,
+        rb.container_interface.mtu,
+    )
+    assert rb.host_interface.mtu > 0 and rb.container_interface.mtu > 0
+    assert link_identity(b, "eth0") == before["pod_b"]
     td = await felix.stub.TeardownEndpoint(
         pb.TeardownEndpointRequest(id=req_a.id, netns=felix.netns_path(a))
     )

@@ -96,6 +96,8 @@ async def test_setup_plumbs_the_pod_and_writes_its_endpoint(felix: FelixHarness)
     assert default6 and default6[0]["gateway"] == "fe80::ecee:eeff:feee:eeee"
     (pod_link,) = ip_json(pod, "link", "show", "dev", "eth0")
     assert pod_link["address"] == resp.container_interface.mac
+    # The answer reports the MTU each end really has.
+    assert (resp.host_interface.mtu, resp.container_interface.mtu) == (1500, pod_link["mtu"])
 
     # The WorkloadEndpoint, valid for calicoctl.
     wep = await get_wep(ds, "shop", resp.workload_endpoint)
@@ -246,6 +248,42 @@ async def test_repeated_setup_converges_without_recreating(felix: FelixHarness) 
     assert addresses_of(pod, "eth0") == {"10.65.0.41/32"}
 
 
+def veth_mtus(felix: FelixHarness, pod: str, host: str) -> tuple[int, int]:
+    (host_link,) = ip_json(felix.node, "link", "show", "dev", host)
+    (pod_link,) = ip_json(pod, "link", "show", "dev", "eth0")
+    return host_link["mtu"], pod_link["mtu"]
+
+
+async def test_setup_reports_the_mtu_each_veth_end_has(felix: FelixHarness) -> None:
+    pod = felix.new_pod_netns()
+    req = setup_request("sized", felix.netns_path(pod), ["10.65.0.45/26", "fd00:65::45/122"])
+    req.mtu = 1400
+    first = await felix.stub.SetupEndpoint(req)
+    host = first.host_interface.name
+    assert veth_mtus(felix, pod, host) == (1400, 1400)
+    assert (first.host_interface.mtu, first.container_interface.mtu) == (1400, 1400)
+
+    # A repeated ADD converges without recreating and reports what the kernel has now.
+    (before,) = ip_json(felix.node, "link", "show", "dev", host)
+    again = await felix.stub.SetupEndpoint(req)
+    assert (again.host_interface.mtu, again.container_interface.mtu) == (1400, 1400)
+    (after,) = ip_json(felix.node, "link", "show", "dev", host)
+    assert after["ifindex"] == before["ifindex"]
+
+    # The same container asking for another MTU gets its veth rebuilt with it.
+    req.mtu = 1300
+    changed = await felix.stub.SetupEndpoint(req)
+    assert veth_mtus(felix, pod, host) == (1300, 1300)
+    assert (changed.host_interface.mtu, changed.container_interface.mtu) == (1300, 1300)
+    assert addresses_of(pod, "eth0") == {"10.65.0.45/32", "fd00:65::45/128"}
+
+    # Without an MTU a repeated ADD keeps the pod's (Felix's default is 1500 here).
+    req.mtu = 0
+    kept = await felix.stub.SetupEndpoint(req)
+    assert veth_mtus(felix, pod, host) == (1300, 1300)
+    assert (kept.host_interface.mtu, kept.container_interface.mtu) == (1300, 1300)
+
+
 async def test_check_endpoint_reports_drift(felix: FelixHarness) -> None:
     pod = felix.new_pod_netns()
     req = setup_request("checked", felix.netns_path(pod), ["10.65.0.50/26"])
@@ -280,6 +318,11 @@ async def test_check_endpoint_reports_drift(felix: FelixHarness) -> None:
         (lambda r: r.addresses.append("10.0.0.300"), "addresses[1]"),
         (lambda r: r.addresses.append("127.0.0.1/8"), "addresses[1]"),
         (lambda r: setattr(r, "mtu", 20), "mtu"),
+        (lambda r: setattr(r, "mtu", -1500), "mtu"),
+        (
+            lambda r: r.MergeFrom(pb.SetupEndpointRequest(addresses=["fd00:65::60/122"], mtu=1279)),
+            "mtu",
+        ),
         (lambda r: setattr(r, "policy_timeout_ms", -1), "policy_timeout_ms"),
         (lambda r: setattr(r, "netns", "/proc/self/ns/net"), "netns"),
         (lambda r: setattr(r, "netns", "/etc/hostname"), "netns"),

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61lico/felix/v1/endpoints.proto\x12\x0f\x63\x61lico.felix.v1\"Z\n\nEndpointID\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03pod\x18\x03 \x01(\t\x12\x16\n\x0einterface_name\x18\x04 \x01(\t\"\x9f\x01\n\x14SetupEndpointRequest\x12\'\n\x02id\x18\x01 \x01(\x0b\x32\x1b.calico.felix.v1.EndpointID\x12\r\n\x05netns\x18\x02 \x01(\t\x12\x11\n\taddresses\x18\x03 \x03(\t\x12\x0b\n\x03mtu\x18\x04 \x01(\x05\x12\x14\n\x0cnetwork_name\x18\x05 \x01(\t\x12\x19\n\x11policy_timeout_ms\x18\x06 \x01(\x05\"7\n\tInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0f\n\x07sandbox\x18\x03 \x01(\t\"%\n\x05Route\x12\x0b\n\x03\x64st\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\t\"\xda\x01\n\x15SetupEndpointResponse\x12\x32\n\x0ehost_interface\x18\x01 \x01(\x0b\x32\x1a.calico.felix.v1.Interface\x12\x37\n\x13\x63ontainer_interface\x18\x02 \x01(\x0b\x32\x1a.calico.felix.v1.Interface\x12\x11\n\taddresses\x18\x03 \x03(\t\x12&\n\x06routes\x18\x04 \x03(\x0b\x32\x16.calico.felix.v1.Route\x12\x19\n\x11workload_endpoint\x18\x05 \x01(\t\"Q\n\x17TeardownEndpointRequest\x12\'\n\x02id\x18\x01 \x01(\x0b\x32\x1b.calico.felix.v1.EndpointID\x12\r\n\x05netns\x18\x02 \x01(\t\"+\n\x18TeardownEndpointResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x08\"a\n\x14\x43heckEndpointRequest\x12\'\n\x02id\x18\x01 \x01(\x0b\x32\x1b.calico.felix.v1.EndpointID\x12\r\n\x05netns\x18\x02 \x01(\t\x12\x11\n\taddresses\x18\x03 \x03(\t\"5\n\x15\x43heckEndpointResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x10\n\x08problems\x18\x02 \x03(\t\"\x16\n\x14ListEndpointsRequest\"\x8d\x01\n\x08\x45ndpoint\x12\'\n\x02id\x18\x01 \x01(\x0b\x32\x1b.calico.felix.v1.EndpointID\x12\x16\n\x0ehost_interface\x18\x02 \x01(\t\x12\x11\n\taddresses\x18\x03 \x03(\t\x12\x19\n\x11workload_endpoint\x18\x04 \x01(\t\x12\x12\n\nprogrammed\x18\x05 \x01(\x08\"E\n\x15ListEndpointsResponse\x12,\n\tendpoints\x18\x01 \x03(\x0b\x32\x19.calico.felix.v1.Endpoint2\x94\x03\n\tEndpoints\x12^\n\rSetupEndpoint\x12%.calico.felix.v1.SetupEndpointRequest\x1a&.calico.felix.v1.SetupEndpointResponse\x12g\n\x10TeardownEndpoint\x12(.calico.felix.v1.TeardownEndpointRequest\x1a).calico.felix.v1.TeardownEndpointResponse\x12^\n\rCheckEndpoint\x12%.calico.felix.v1.CheckEndpointRequest\x1a&.calico.felix.v1.CheckEndpointResponse\x12^\n\rListEndpoints\x12%.calico.felix.v1.ListEndpointsRequest\x1a&.calico.felix.v1.ListEndpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61lico/felix/v1/endpoints.proto\x12\x0f\x63\x61lico.felix.v1\"Z\n\nEndpointID\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03pod\x18\x03 \x01(\t\x12\x16\n\x0einterface_name\x18\x04 \x01(\t\"\x9f\x01\n\x14SetupEndpointRequest\x12\'\n\x02id\x18\x01 \x01(\x0b\x32\x1b.calico.felix.v1.EndpointID\x12\r\n\x05netns\x18\x02 \x01(\t\x12\x11\n\taddresses\x18\x03 \x03(\t\x12\x0b\n\x03mtu\x18\x04 \x01(\x05\x12\x14\n\x0cnetwork_name\x18\x05 \x01(\t\x12\x19\n\x11policy_timeout_ms\x18\x06 \x01(\x05\"D\n\tInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0f\n\x07sandbox\x18\x03 \x01(\t\x12\x0b\n\x03mtu\x18\x04 \x01(\x05\"%\n\x05Route\x12\x0b\n\x03\x64st\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\t\"\xda\x01\n\x15SetupEndpointResponse\x12\x32\n\x0ehost_interface\x18\x01 \x01(\x0b\x32\x1a.calico.felix.v1.Interface\x12\x37\n\x13\x63ontainer_interface\x18\x02 \x01(\x0b\x32\x1a.calico.felix.v1.Interface\x12\x11\n\taddresses\x18\x03 \x03(\t\x12&\n\x06routes\x18\x04 \x03(\x0b\x32\x16.calico.felix.v1.Route\x12\x19\n\x11workload_endpoint\x18\x05 \x01(\t\"Q\n\x17TeardownEndpointRequest\x12\'\n\x02id\x18\x01 \x01(\x0b\x32\x1b.calico.felix.v1.EndpointID\x12\r\n\x05netns\x18\x02 \x01(\t\"+\n\x18TeardownEndpointResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x08\"a\n\x14\x43heckEndpointRequest\x12\'\n\x02id\x18\x01 \x01(\x0b\x32\x1b.calico.felix.v1.EndpointID\x12\r\n\x05netns\x18\x02 \x01(\t\x12\x11\n\taddresses\x18\x03 \x03(\t\"5\n\x15\x43heckEndpointResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x10\n\x08problems\x18\x02 \x03(\t\"\x16\n\x14ListEndpointsRequest\"\x8d\x01\n\x08\x45ndpoint\x12\'\n\x02id\x18\x01 \x01(\x0b\x32\x1b.calico.felix.v1.EndpointID\x12\x16\n\x0ehost_interface\x18\x02 \x01(\t\x12\x11\n\taddresses\x18\x03 \x03(\t\x12\x19\n\x11workload_endpoint\x18\x04 \x01(\t\x12\x12\n\nprogrammed\x18\x05 \x01(\x08\"E\n\x15ListEndpointsResponse\x12,\n\tendpoints\x18\x01 \x03(\x0b\x32\x19.calico.felix.v1.Endpoint2\x94\x03\n\tEndpoints\x12^\n\rSetupEndpoint\x12%.calico.felix.v1.SetupEndpointRequest\x1a&.calico.felix.v1.SetupEndpointResponse\x12g\n\x10TeardownEndpoint\x12(.calico.felix.v1.TeardownEndpointRequest\x1a).calico.felix.v1.TeardownEndpointResponse\x12^\n\rCheckEndpoint\x12%.calico.felix.v1.CheckEndpointRequest\x1a&.calico.felix.v1.CheckEndpointResponse\x12^\n\rListEndpoints\x12%.calico.felix.v1.ListEndpointsRequest\x1a&.calico.felix.v1.ListEndpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,25 +36,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETUPENDPOINTREQUEST']._serialized_start=145
   _globals['_SETUPENDPOINTREQUEST']._serialized_end=304
   _globals['_INTERFACE']._serialized_start=306
-  _globals['_INTERFACE']._serialized_end=361
-  _globals['_ROUTE']._serialized_start=363
-  _globals['_ROUTE']._serialized_end=400
-  _globals['_SETUPENDPOINTRESPONSE']._serialized_start=403
-  _globals['_SETUPENDPOINTRESPONSE']._serialized_end=621
-  _globals['_TEARDOWNENDPOINTREQUEST']._serialized_start=623
-  _globals['_TEARDOWNENDPOINTREQUEST']._serialized_end=704
-  _globals['_TEARDOWNENDPOINTRESPONSE']._serialized_start=706
-  _globals['_TEARDOWNENDPOINTRESPONSE']._serialized_end=749
-  _globals['_CHECKENDPOINTREQUEST']._serialized_start=751
-  _globals['_CHECKENDPOINTREQUEST']._serialized_end=848
-  _globals['_CHECKENDPOINTRESPONSE']._serialized_start=850
-  _globals['_CHECKENDPOINTRESPONSE']._serialized_end=903
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=905
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=927
-  _globals['_ENDPOINT']._serialized_start=930
-  _globals['_ENDPOINT']._serialized_end=1071
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1073
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1142
-  _globals['_ENDPOINTS']._serialized_start=1145
-  _globals['_ENDPOINTS']._serialized_end=1549
+  _globals['_INTERFACE']._serialized_end=374
+  _globals['_ROUTE']._serialized_start=376
+  _globals['_ROUTE']._serialized_end=413
+  _globals['_SETUPENDPOINTRESPONSE']._serialized_start=416
+  _globals['_SETUPENDPOINTRESPONSE']._serialized_end=634
+  _globals['_TEARDOWNENDPOINTREQUEST']._serialized_start=636
+  _globals['_TEARDOWNENDPOINTREQUEST']._serialized_end=717
+  _globals['_TEARDOWNENDPOINTRESPONSE']._serialized_start=719
+  _globals['_TEARDOWNENDPOINTRESPONSE']._serialized_end=762
+  _globals['_CHECKENDPOINTREQUEST']._serialized_start=764
+  _globals['_CHECKENDPOINTREQUEST']._serialized_end=861
+  _globals['_CHECKENDPOINTRESPONSE']._serialized_start=863
+  _globals['_CHECKENDPOINTRESPONSE']._serialized_end=916
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=918
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=940
+  _globals['_ENDPOINT']._serialized_start=943
+  _globals['_ENDPOINT']._serialized_end=1084
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1086
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1155
+  _globals['_ENDPOINTS']._serialized_start=1158
+  _globals['_ENDPOINTS']._serialized_end=1562
 # @@protoc_insertion_point(module_scope)

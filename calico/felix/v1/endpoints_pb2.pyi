@@ -69,7 +69,9 @@ class SetupEndpointRequest(_message.Message):
     netns: _builtins.str
     """Path of the pod's network namespace (CNI_NETNS)."""
     mtu: _builtins.int
-    """MTU for both veth ends; 0 means Felix's configured/detected MTU."""
+    """MTU for both veth ends; 0 means Felix's MTU (configured, else the uplink's minus the
+    overlay's overhead). The response's interfaces carry the MTU actually set.
+    """
     network_name: _builtins.str
     """The CNI network name, recorded on the endpoint."""
     policy_timeout_ms: _builtins.int
@@ -107,20 +109,26 @@ class Interface(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     MAC_FIELD_NUMBER: _builtins.int
     SANDBOX_FIELD_NUMBER: _builtins.int
+    MTU_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     mac: _builtins.str
     sandbox: _builtins.str
     """Path of the netns for the pod side; empty for the host side."""
+    mtu: _builtins.int
+    """The MTU this veth end has in the kernel, read back after setup (0: not known). The CNI
+    plugin reports it in a 1.1.0 result's `interfaces[].mtu`.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         mac: _builtins.str = ...,
         sandbox: _builtins.str = ...,
+        mtu: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mac", b"mac", "name", b"name", "sandbox", b"sandbox"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mac", b"mac", "mtu", b"mtu", "name", b"name", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

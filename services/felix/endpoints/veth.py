@@ -82,6 +82,10 @@ class PlumbedInterface:
     pod_mac: str
     addresses: tuple[IPNetwork, ...]
     routes: tuple[PodRoute, ...]
+    # As the kernel reports them after creation (it may clamp a requested value), so what
+    # the CNI result says is what the veth ends really have.
+    host_mtu: int
+    pod_mtu: int
 
 
 def host_network(ip: IPAddress) -> IPNetwork:
@@ -210,6 +214,8 @@ class PodPlumber:
             pod_mac=link.mac,
             addresses=tuple(host_network(ip) for ip in spec.ips),
             routes=routes,
+            host_mtu=host.mtu,
+            pod_mtu=link.mtu,
         )
 
     # ---- teardown ----
@@ -243,6 +249,20 @@ class PodPlumber:
                         if link.index == route.oif and link.mtu:
                             return link.mtu
         return fallback
+
+    def interface_mtus(self, spec: PodInterfaceSpec) -> tuple[int, int]:
+        """(host end, pod end) MTUs as the kernel has them; 0 for an end that is missing."""
+        host = self.node.get_link(spec.host_name)
+        try:
+            pod_fd = self._open_pod_netns(spec.netns)
+        except PodNetnsNotFoundError:
+            return (host.mtu if host else 0, 0)
+        try:
+            with self._pod_socket(pod_fd, []) as pod:
+                link = pod.get_link(spec.interface_name)
+        finally:
+            os.close(pod_fd)
+        return (host.mtu if host else 0, link.mtu if link else 0)
 
     def host_veths(self) -> list[Link]:
         """Every link in the node namespace named like a Calico host veth."""

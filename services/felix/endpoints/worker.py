@@ -56,6 +56,9 @@ class PlumbingWorker:
     async def check(self, spec: PodInterfaceSpec) -> list[str]:
         return await self._call(functools.partial(self._plumbing().check, spec))
 
+    async def interface_mtus(self, spec: PodInterfaceSpec) -> tuple[int, int]:
+        return await self._call(functools.partial(self._plumbing().interface_mtus, spec))
+
     async def host_link(self, host_name: str) -> Link | None:
         return await self._call(functools.partial(self._plumbing().host_link, host_name))
 
