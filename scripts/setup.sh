@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian 12 machine, idempotently:
-# Debian packages (etcd, nftables, iptables, ipset, BIRD, GoBGP, CNI reference plugins),
-# the virtual environment in .venv/ with the project and its dev tools.
+# Debian packages (etcd, nftables, iptables, ipset, BIRD, GoBGP, CNI reference plugins,
+# iperf3 and ethtool for benchmarks/overlay.py), the virtual environment in .venv/ with the
+# project and its dev tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ APT_PACKAGES=(
   nftables python3-nftables iptables ipset conntrack
   bird2 gobgpd containernetworking-plugins
   podman runc busybox-static
+  iperf3 ethtool
 )
 
 missing=()
