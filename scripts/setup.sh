@@ -2,7 +2,8 @@
 # Installs everything the project needs on a fresh Debian 12 machine, idempotently:
 # Debian packages (etcd, nftables, iptables, ipset, BIRD, GoBGP, CNI reference plugins,
 # iperf3 and ethtool for benchmarks/overlay.py), the virtual environment in .venv/ with the
-# project and its dev tools.
+# project and its dev tools, cnitool, and a real kube-apiserver + kubectl + etcd 3.7
+# (scripts/build-kube.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,7 @@ APT_PACKAGES=(
   etcd-server etcd-client
   nftables python3-nftables iptables ipset conntrack
   bird2 gobgpd containernetworking-plugins
-  podman runc busybox-static
+  podman runc busybox-static openssl
   iperf3 ethtool
 )
 
@@ -57,4 +58,8 @@ if [ ! -x .venv/bin/cnitool ]; then
     echo "setup: no Go toolchain at $GO: cnitool not installed (tests/cni_runtimes will skip)"
   fi
 fi
+# kube-apiserver, kubectl and the etcd 3.7 it needs (tests/kube, the Kubernetes datastore),
+# built from the Go module proxy into a versioned cache outside the checkout and linked into
+# .venv/bin; minutes the first time, a second later. Without Go it says so and goes on.
+GO="$GO" bash scripts/build-kube.sh
 echo "setup: ready (.venv/bin has calicoctl and the services)"
