@@ -184,13 +184,20 @@ def felix_run(db: Path, work: Path, namespace: str, count: int, figures: RouteFi
 
 def kernel_layer_run(namespace: str, count: int, figures: RouteFigures) -> None:
     """Felix's VxlanKernel.reconcile of the whole intent, timed alone in this process."""
-    from services.felix.vxlan.intent import DeviceIntent, VxlanIntent
+    from services.felix.vxlan.intent import (
+        DEVICE,
+        OVERHEAD,
+        DeviceIntent,
+        OverlayIntent,
+        RouteIntent,
+    )
     from services.felix.vxlan.kernel import VxlanKernel
 
-    intent = VxlanIntent(device=DeviceIntent(str(LOCAL_ADDRESS), str(LOCAL_VTEP), LOCAL_MAC))
+    device = DeviceIntent(str(LOCAL_ADDRESS), str(LOCAL_VTEP), LOCAL_MAC, 1500 - OVERHEAD)
+    intent = OverlayIntent(local=str(LOCAL_ADDRESS), device=device)
     for i, cidr in enumerate(block_cidrs(count)):
         _name, address, vtep, mac = remote_node(i)
-        intent.routes[str(cidr)] = vtep
+        intent.routes[str(cidr)] = RouteIntent(vtep, DEVICE)
         intent.neighbours[vtep] = mac
         intent.fdb[mac] = address
 
