@@ -59,6 +59,41 @@ def _bgp(lab: Lab) -> list[dict[str, Any]]:
     return out
 
 
+def _overlay(lab: Lab) -> list[dict[str, Any]]:
+    """Per node: the overlay as its Felix reports it (VXLAN, IPIP, CrossSubnet's direct
+    routes, MTUs), or why it could not say."""
+    import grpc
+
+    from calico.felix.v1 import status_pb2, status_pb2_grpc
+
+    out: list[dict[str, Any]] = []
+    for node in lab.nodes:
+        entry: dict[str, Any] = {"node": node.name, "error": ""}
+        try:
+            with grpc.insecure_channel(f"unix://{node.felix_socket}") as channel:
+                reply = status_pb2_grpc.StatusStub(channel).GetStatus(
+                    status_pb2.GetStatusRequest(), timeout=bgp.STATUS_TIMEOUT
+                )
+        except grpc.RpcError as exc:
+            entry["error"] = f"calico-felix does not answer: {exc.code().name}"
+        else:
+            o = reply.overlay
+            entry |= {
+                "vxlan_device": o.vxlan.device_present,
+                "vtep": o.vxlan.vtep_address,
+                "vxlan_mtu": o.vxlan.mtu,
+                "vxlan_routes": o.vxlan.routes,
+                "direct_routes": o.direct_routes,
+                "ipip": o.ipip.state,
+                "pod_mtu": o.pod_mtu,
+                "problem": "; ".join(
+                    p for p in (o.last_error, o.vxlan.problem, o.ipip.problem) if p
+                ),
+            }
+        out.append(entry)
+    return out
+
+
 def _tor(lab: Lab) -> dict[str, Any] | None:
     if not lab.state.tor:
         return None
@@ -145,6 +180,7 @@ def gather(lab: Lab) -> dict[str, Any]:
         ],
         "services": services,
         "bgp_sessions": _bgp(lab),
+        "overlay": _overlay(lab),
         "pods": pods,
     }
 
@@ -183,6 +219,17 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"\n{where}" + (f": {tor['error']}" if tor["error"] else ""))
             for address, state in sorted(tor["sessions"].items()):
                 lines.append(f"tor        {address:16} {'':23} {state}")
+    lines.append("\nOVERLAY    VXLAN VTEP          MTU   ROUTES DIRECT POD-MTU IPIP")
+    for o in data["overlay"]:
+        if o["error"]:
+            lines.append(f"{o['node']:10} {o['error']}")
+            continue
+        vtep = o["vtep"] if o["vxlan_device"] else "-"
+        lines.append(
+            f"{o['node']:10} {vtep:16} {o['vxlan_mtu'] or '-':<5} {o['vxlan_routes']:<6} "
+            f"{o['direct_routes']:<6} {o['pod_mtu']:<7} {o['ipip'] or '-'}"
+            + (f"  ({o['problem']})" if o["problem"] else "")
+        )
     lines.append(
         "\nPOD                  IP               NODE      INTERFACE        SERVER   LABELS"
     )

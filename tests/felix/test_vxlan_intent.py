@@ -25,6 +25,7 @@ NODES = resource_prefix(GROUP_CALICO, "nodes")
 POOLS = resource_prefix(GROUP_CALICO, "ippools")
 BLOCKS = ipam_block_prefix(4)
 CONFIGS = resource_prefix(GROUP_CALICO, "felixconfigurations")
+WEPS = resource_prefix(GROUP_CALICO, "workloadendpoints")
 
 
 def _node(name: str, address: str, vtep: str | None, prefix: int = 24) -> Update:
@@ -89,6 +90,44 @@ def test_routes_neighbours_and_fdb_for_remote_blocks_with_a_vtep() -> None:
     assert intent.routes == {"10.65.2.0/26": _vx("10.65.2.0"), "10.65.2.64/26": _vx("10.65.2.0")}
     assert intent.neighbours == {"10.65.2.0": vtep_mac("node-2")}
     assert intent.fdb == {vtep_mac("node-2"): "10.66.0.12"}
+
+
+def _wep(name: str, node: str, *nets: str) -> Update:
+    body = {
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"node": node, "ipNetworks": list(nets)},
+    }
+    return Update(f"{WEPS}ns/{name}", json.dumps(body).encode(), 1)
+
+
+def test_a_borrowed_address_gets_a_host_route_to_the_node_its_pod_runs_on() -> None:
+    view = _cluster()
+    view.apply(
+        [
+            # node-2's pod took an address from node-1's block, and node-3's one from node-2's.
+            _wep("borrower", "node-2", "10.65.1.7/32", "fd00::7/128"),
+            _wep("other", "node-3", "10.65.2.9/32"),
+            # An address in its own node's block, and one in no block: no extra route.
+            _wep("plain", "node-2", "10.65.2.70/32"),
+            _wep("stray", "node-2", "10.65.9.9/32"),
+            _wep("mine", "node-1", "10.65.2.8/32"),  # a local pod: its veth route covers it
+        ]
+    )
+    intent = compute(view, "node-1")
+    assert intent.routes["10.65.1.7/32"] == _vx("10.65.2.0")
+    assert "10.65.2.9/32" not in intent.routes  # node-3 publishes no VTEP yet
+    assert not {"10.65.2.70/32", "10.65.9.9/32", "10.65.2.8/32"} & set(intent.routes)
+    # On node-3 the pod borrowed from node-2's block is local; node-2's borrower is routed.
+    view.apply([_node("node-3", "10.66.0.13", "10.65.3.0")])
+    on_3 = compute(view, "node-3")
+    assert on_3.routes["10.65.1.7/32"] == _vx("10.65.2.0")
+    assert "10.65.2.9/32" not in on_3.routes
+    # CrossSubnet: a borrower on the same subnet is reached directly, like its node's blocks.
+    view.apply([_pool("p", "10.65.0.0/16", vxlan="CrossSubnet")])
+    assert compute(view, "node-1").routes["10.65.1.7/32"] == RouteIntent("10.66.0.12", None)
+    # The pod goes: so does its route.
+    view.apply([Delete(f"{WEPS}ns/borrower", 2)])
+    assert "10.65.1.7/32" not in compute(view, "node-1").routes
 
 
 def test_nothing_without_a_vxlan_pool() -> None:

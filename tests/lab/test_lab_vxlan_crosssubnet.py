@@ -154,6 +154,16 @@ def test_crosssubnet_encapsulates_only_between_subnets(
         assert connect_from(c["netns"], a["ips"][0], 8081) == c["ips"][0]
         assert connect_from(b["netns"], a["ips"][0], 8081) == b["ips"][0]
 
+    # Each Felix reports its overlay: node-1 reaches node-3 directly, node-2 by VXLAN; IPIP is
+    # unsupported by this kernel (no ipip module) and says so.
+    overlay = {o["node"]: o for o in json.loads(cli("status", "--json").stdout)["overlay"]}
+    assert overlay["node-1"]["vxlan_device"] and overlay["node-1"]["vxlan_mtu"] == VXLAN_MTU
+    assert overlay["node-1"]["direct_routes"] >= 1 and overlay["node-1"]["vxlan_routes"] >= 1
+    assert overlay["node-1"]["pod_mtu"] == VXLAN_MTU
+    assert overlay["node-1"]["ipip"].startswith("unsupported"), overlay["node-1"]
+    text = cli("status").stdout
+    assert "OVERLAY" in text and overlay["node-1"]["vtep"] in text, text
+
     cli("down")
     assert not lab_dir.exists() and lab_namespaces(lab_dir) == []
     assert host_snapshot() == before

@@ -24,7 +24,6 @@ from services.felix.vxlan.felixconfig import FelixConfig, effective
 from services.felix.vxlan.view import (
     ENCAP_CROSS_SUBNET,
     ENCAP_MODES,
-    BlockOwner,
     NodeVtep,
     PoolEncap,
     VxlanView,
@@ -79,9 +78,9 @@ def same_subnet(me: NodeVtep, remote: NodeVtep) -> bool:
     return ipaddress.IPv4Address(remote.address) in me.subnet
 
 
-def pool_of(block: BlockOwner, pools: list[PoolEncap]) -> PoolEncap | None:
-    """The most specific of `pools` holding `block`."""
-    holding = [p for p in pools if p.cidr.version == 4 and block.cidr.subnet_of(p.cidr)]
+def pool_of(cidr: ipaddress.IPv4Network, pools: list[PoolEncap]) -> PoolEncap | None:
+    """The most specific of `pools` holding `cidr` (a block, or a /32)."""
+    holding = [p for p in pools if p.cidr.version == 4 and cidr.subnet_of(p.cidr)]  # type: ignore[arg-type]
     return max(holding, key=lambda p: p.cidr.prefixlen, default=None)
 
 
@@ -137,20 +136,57 @@ def compute(
     for block in view.blocks.values():
         if block.node is None or block.node == node:
             continue
-        pool = pool_of(block, pools)
-        remote = view.nodes.get(block.node)
-        if pool is None or remote is None or not remote.address:
-            continue
-        cidr = str(block.cidr)
-        vxlan = pool.vxlan_mode in ENCAP_MODES
-        mode = pool.vxlan_mode if vxlan else pool.ipip_mode
-        if mode == ENCAP_CROSS_SUBNET and same_subnet(me, remote):
-            intent.routes[cidr] = RouteIntent(remote.address, None)
-        elif vxlan:
-            _vxlan_route(intent, cidr, remote)
-        elif intent.ipip is not None:
-            intent.routes[cidr] = RouteIntent(remote.address, IPIP_DEVICE)
+        _route(intent, me, str(block.cidr), pool_of(block.cidr, pools), view.nodes.get(block.node))
+    _borrowed_routes(intent, view, me, pools)
     return intent
+
+
+def _route(
+    intent: OverlayIntent,
+    me: NodeVtep,
+    cidr: str,
+    pool: PoolEncap | None,
+    remote: NodeVtep | None,
+) -> None:
+    """The route of `cidr` (a block or a /32) to `remote`, as `pool`'s mode says."""
+    if pool is None or remote is None or not remote.address:
+        return
+    vxlan = pool.vxlan_mode in ENCAP_MODES
+    mode = pool.vxlan_mode if vxlan else pool.ipip_mode
+    if mode == ENCAP_CROSS_SUBNET and same_subnet(me, remote):
+        intent.routes[cidr] = RouteIntent(remote.address, None)
+    elif vxlan:
+        _vxlan_route(intent, cidr, remote)
+    elif intent.ipip is not None:
+        intent.routes[cidr] = RouteIntent(remote.address, IPIP_DEVICE)
+
+
+def _borrowed_routes(
+    intent: OverlayIntent, view: VxlanView, me: NodeVtep, pools: list[PoolEncap]
+) -> None:
+    """A /32 to each remote pod whose address comes from a block affine to another node than
+    its own (IPAM borrowed it): the block's route would send its traffic to the wrong node.
+    Local pods have their own /32 to the veth already."""
+    if not view.workloads:
+        return
+    owners = {b.cidr: b.node for b in view.blocks.values()}
+    prefixlens = {cidr.prefixlen for cidr in owners}
+    for workload in view.workloads.values():
+        if workload.node == me.name:
+            continue
+        for ip in workload.ips:
+            block = next(
+                (
+                    cidr
+                    for plen in prefixlens
+                    if (cidr := ipaddress.IPv4Network(f"{ip}/{plen}", strict=False)) in owners
+                ),
+                None,
+            )
+            if block is None or owners[block] == workload.node:
+                continue  # the block's own route covers it (or no block holds it)
+            host = ipaddress.IPv4Network(f"{ip}/32")
+            _route(intent, me, str(host), pool_of(host, pools), view.nodes.get(workload.node))
 
 
 def _vxlan_route(intent: OverlayIntent, cidr: str, remote: NodeVtep) -> None:

@@ -69,6 +69,28 @@ class BlockOwner:
     node: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class WorkloadAddresses:
+    """Where a workload runs and its IPv4 addresses: what a borrowed address's /32 route
+    needs (an address from a block affine to another node than the one the pod is on)."""
+
+    node: str
+    ips: tuple[ipaddress.IPv4Address, ...]
+
+
+def parse_workload(obj: dict[str, Any]) -> WorkloadAddresses | None:
+    spec = obj.get("spec") or {}
+    node = spec.get("node")
+    if not node:
+        return None
+    ips = tuple(
+        iface.ip
+        for net in spec.get("ipNetworks") or ()
+        if (iface := ipaddress.ip_interface(str(net))).version == 4
+    )
+    return WorkloadAddresses(str(node), ips) if ips else None  # type: ignore[arg-type]
+
+
 def parse_node(obj: dict[str, Any]) -> NodeVtep:
     spec = obj.get("spec") or {}
     bgp = spec.get("bgp") or {}
@@ -114,6 +136,7 @@ class VxlanView:
         self.pools: dict[str, PoolEncap] = {}
         self.blocks: dict[str, BlockOwner] = {}
         self.felix_configs: dict[str, FelixConfig] = {}  # FelixConfiguration name -> fields
+        self.workloads: dict[str, WorkloadAddresses] = {}  # WorkloadEndpoint key -> addresses
         self.in_sync = False
 
     def apply(self, batch: Iterable[SyncerUpdate]) -> bool:
@@ -157,6 +180,8 @@ class VxlanView:
             return self.nodes, rkey.name, lambda raw: parse_node(json.loads(raw))
         if rkey.plural == "ippools":
             return self.pools, rkey.name, lambda raw: parse_pool(json.loads(raw))
+        if rkey.plural == "workloadendpoints":
+            return self.workloads, key, lambda raw: parse_workload(json.loads(raw))
         if rkey.plural == "felixconfigurations":
             return self.felix_configs, rkey.name, lambda raw: parse_felix_config(json.loads(raw))
         return None
