@@ -128,6 +128,21 @@ def _tx_packets(netns: str) -> int:
     return int(link["stats64"]["tx"]["packets"])
 
 
+def _new_pod_mtu(cli: LabCli, lab_dir: Path, pod: str) -> int:
+    """The MTU a pod created now on node-1 gets on both veth ends (the pod is removed again,
+    so the all-pairs matrix keeps its three pods)."""
+    cli("pod", "run", pod, "--node", "node-1")
+    try:
+        state = _state(lab_dir)["pods"][pod]
+        inside = _ip_json(state["netns"], "link", "show", "eth0")[0]["mtu"]
+        host_ns = {n["name"]: n["netns"] for n in _state(lab_dir)["nodes"]}["node-1"]
+        outside = _ip_json(host_ns, "link", "show", state["host_interface"])[0]["mtu"]
+        assert inside == outside, (inside, outside)
+        return int(inside)
+    finally:
+        cli("pod", "rm", pod)
+
+
 def _all_pairs_connect(cli: LabCli) -> None:
     deadline = time.monotonic() + SETTLE_S
     while True:
@@ -249,6 +264,8 @@ def test_three_nodes_vxlan_with_bgp_mesh(
     for node, ns in netns.items():
         assert _ip_json(ns, "-4", "route", "show", "proto", RTPROT_FELIX) == [], node
     _all_pairs_connect(cli)
+    # New pods get the plain MTU now, without a restart (the running ones keep theirs).
+    assert _new_pod_mtu(cli, lab_dir, "x/plain") == 1500
 
     # And back to Always: BIRD withdraws its kernel routes (reconfigured, its sessions stay
     # up) and Felix's, via the newly allocated VTEPs, are again the only ones.
@@ -267,6 +284,7 @@ def test_three_nodes_vxlan_with_bgp_mesh(
     for node, ns in netns.items():
         assert _tx_packets(ns) - tx_before[node] >= 8, node
     assert _sessions(cli) == sessions
+    assert _new_pod_mtu(cli, lab_dir, "x/overlay") == 1450
 
     cli("down")
     assert not lab_dir.exists() and lab_namespaces(lab_dir) == []
