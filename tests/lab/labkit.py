@@ -4,6 +4,7 @@ taking a lab down whatever state it is in."""
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -161,6 +162,12 @@ def force_down(state_dir: Path) -> None:
 # ---- inside a lab: kernel state, traffic from pods, the pool ----
 
 LAB_POOL = "10.65.0.0/16"  # the lab's default pool (lab-pool)
+POOL = ipaddress.ip_network(LAB_POOL)
+BLOCK_PREFIX = 26  # the lab pool's block size
+# A 3-node lab on one subnet, and one pod per node (the multi-node tests' usual shape).
+NODE_ADDRESS = {"node-1": "10.66.0.11", "node-2": "10.66.0.12", "node-3": "10.66.0.13"}
+PODS = {"x/a": "node-1", "x/b": "node-2", "x/c": "node-3"}
+VXLAN_MTU = 1450  # the lab's eth0 (1500) less VXLAN's 50 bytes
 # Run inside a namespace: connect over TCP and print what the server sends first (the
 # outside host and whoami_server answer with the source address they saw).
 CONNECT = """
@@ -233,7 +240,7 @@ def apply_pool(cli: LabCli, scratch: Path, **spec: object) -> None:
         "apiVersion": "projectcalico.org/v3",
         "kind": "IPPool",
         "metadata": {"name": "lab-pool"},
-        "spec": {"cidr": LAB_POOL, "blockSize": 26, **spec},
+        "spec": {"cidr": LAB_POOL, "blockSize": BLOCK_PREFIX, **spec},
     }
     path = scratch.parent / f"{scratch.name}-pool.json"
     path.write_text(json.dumps(pool))

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.lab.labkit import (
+    PODS,
     REPO,
     LabCli,
     force_down,
@@ -41,7 +42,6 @@ pytestmark = pytest.mark.netns
 
 NODES = {"node-1": "10.66.0.11", "node-2": "10.66.0.12", "node-3": "10.66.0.13"}
 TOR_ADDRESS = "10.66.0.1"
-PODS = {"x/a": "node-1", "x/b": "node-2", "x/c": "node-3"}
 # Across node-2 both ways, and between the two nodes that keep running.
 PROBED = [("x/a", "x/b"), ("x/c", "x/b"), ("x/b", "x/a"), ("x/a", "x/c")]
 PROBE_INTERVAL = 0.1

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tests.lab.labkit import (
+    PODS,
     LabCli,
     force_down,
     host_snapshot,
@@ -40,7 +41,6 @@ pytestmark = pytest.mark.netns
 
 NODES = {"node-1": "10.66.0.11", "node-2": "10.66.0.12", "node-3": "10.66.0.13"}
 TOR_ADDRESS = "10.66.0.1"
-PODS = {"x/a": "node-1", "x/b": "node-2", "x/c": "node-3"}
 TOR_PREFIX = "10.99.0.0/24"
 LAB_POOL = "lab-pool"
 CONVERGE = 15.0  # seconds any route change may take to show everywhere

@@ -19,13 +19,18 @@ from typing import Any
 
 import pytest
 
-from tests.lab.labkit import LabCli, host_snapshot, lab_namespaces, make_cli
+from tests.lab.labkit import (
+    BLOCK_PREFIX,
+    NODE_ADDRESS,
+    PODS,
+    LabCli,
+    host_snapshot,
+    lab_namespaces,
+    make_cli,
+)
 
 pytestmark = pytest.mark.netns
 
-BLOCK_PREFIX = 26  # the lab pool's block size
-NODE_ADDRESS = {"node-1": "10.66.0.11", "node-2": "10.66.0.12", "node-3": "10.66.0.13"}
-PODS = {"x/a": "node-1", "x/b": "node-2", "x/c": "node-3"}
 CONVERGE = 15.0
 
 

@@ -20,6 +20,11 @@ from typing import Any
 import pytest
 
 from tests.lab.labkit import (
+    BLOCK_PREFIX,
+    NODE_ADDRESS,
+    PODS,
+    POOL,
+    VXLAN_MTU,
     LabCli,
     apply_pool,
     df_udp,
@@ -34,13 +39,8 @@ from tests.lab.labkit import (
 
 pytestmark = pytest.mark.netns
 
-NODE_ADDRESS = {"node-1": "10.66.0.11", "node-2": "10.66.0.12", "node-3": "10.66.0.13"}
-PODS = {"x/a": "node-1", "x/b": "node-2", "x/c": "node-3"}
-POOL = ipaddress.ip_network("10.65.0.0/16")  # the lab's default pool
-BLOCK_PREFIX = 26
 REFRESH_S = 1.0
 SETTLE_S = 15.0
-VXLAN_MTU = 1450  # the lab's eth0 (1500) less VXLAN's 50 bytes
 
 
 def _fdb(netns: str) -> dict[str, str]:

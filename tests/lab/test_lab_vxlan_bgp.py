@@ -19,14 +19,22 @@ from typing import Any
 import pytest
 
 from lab.tor import parse_bird_routes
-from tests.lab.labkit import LabCli, host_snapshot, lab_namespaces, make_cli
+from tests.lab.labkit import (
+    BLOCK_PREFIX,
+    NODE_ADDRESS,
+    PODS,
+    LabCli,
+    apply_pool,
+    host_snapshot,
+    ip_json,
+    lab_namespaces,
+    make_cli,
+    tx_packets,
+    wait_all_pairs_connect,
+)
 
 pytestmark = pytest.mark.netns
 
-NODE_ADDRESS = {"node-1": "10.66.0.11", "node-2": "10.66.0.12", "node-3": "10.66.0.13"}
-PODS = {"x/a": "node-1", "x/b": "node-2", "x/c": "node-3"}
-POOL = ipaddress.ip_network("10.65.0.0/16")  # the lab's default pool
-BLOCK_PREFIX = 26
 REFRESH_S = 1.0
 SETTLE_S = 20.0
 RTPROT_FELIX = "80"
@@ -38,18 +46,10 @@ def _state(lab_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _ip_json(netns: str, *args: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        ["ip", "-n", netns, "-j", *args], capture_output=True, text=True, check=True
-    ).stdout
-    data: list[dict[str, Any]] = json.loads(out or "[]")
-    return data
-
-
 def _kernel_routes(netns: str) -> dict[str, list[tuple[str, str, str | None]]]:
     """Prefix -> every kernel route to it in the main table as (protocol, device, gateway)."""
     out: dict[str, list[tuple[str, str, str | None]]] = {}
-    for route in _ip_json(netns, "-4", "route", "show", "table", "main"):
+    for route in ip_json(netns, "-4", "route", "show", "table", "main"):
         entry = (str(route.get("protocol", "")), str(route.get("dev", "")), route.get("gateway"))
         out.setdefault(route["dst"], []).append(entry)
     return out
@@ -88,7 +88,7 @@ def _wait_vteps(cli: LabCli) -> dict[str, str]:
 
 
 def _vxlan_devices(netns: dict[str, str]) -> list[str]:
-    return [node for node, ns in netns.items() if _ip_json(ns, "link", "show", "type", "vxlan")]
+    return [node for node, ns in netns.items() if ip_json(ns, "link", "show", "type", "vxlan")]
 
 
 def _remote_routes(
@@ -123,35 +123,19 @@ def _wait_routes(
         time.sleep(0.2)
 
 
-def _tx_packets(netns: str) -> int:
-    link = _ip_json(netns, "-s", "link", "show", "vxlan.calico")[0]
-    return int(link["stats64"]["tx"]["packets"])
-
-
 def _new_pod_mtu(cli: LabCli, lab_dir: Path, pod: str) -> int:
     """The MTU a pod created now on node-1 gets on both veth ends (the pod is removed again,
     so the all-pairs matrix keeps its three pods)."""
     cli("pod", "run", pod, "--node", "node-1")
     try:
         state = _state(lab_dir)["pods"][pod]
-        inside = _ip_json(state["netns"], "link", "show", "eth0")[0]["mtu"]
+        inside = ip_json(state["netns"], "link", "show", "eth0")[0]["mtu"]
         host_ns = {n["name"]: n["netns"] for n in _state(lab_dir)["nodes"]}["node-1"]
-        outside = _ip_json(host_ns, "link", "show", state["host_interface"])[0]["mtu"]
+        outside = ip_json(host_ns, "link", "show", state["host_interface"])[0]["mtu"]
         assert inside == outside, (inside, outside)
         return int(inside)
     finally:
         cli("pod", "rm", pod)
-
-
-def _all_pairs_connect(cli: LabCli) -> None:
-    deadline = time.monotonic() + SETTLE_S
-    while True:
-        table = json.loads(cli("matrix", "--port", "80", "--protocol", "tcp,udp", "--json").stdout)
-        blocked = [(proto, s, d) for proto, rows in table.items() for s, d, ok in rows if not ok]
-        if not blocked and sum(len(rows) for rows in table.values()) == 12:
-            return
-        assert time.monotonic() < deadline, f"blocked: {blocked}"
-        time.sleep(0.3)
 
 
 def _sessions(cli: LabCli) -> dict[str, dict[str, str]]:
@@ -190,7 +174,7 @@ def _only_felix_routes_in_kernel(
     )
     print(f"remote block routes per node: {settled}")
     for node, ns in netns.items():
-        from_bird = _ip_json(ns, "-4", "route", "show", "proto", RTPROT_BIRD)
+        from_bird = ip_json(ns, "-4", "route", "show", "proto", RTPROT_BIRD)
         assert all(r.get("type") == "blackhole" for r in from_bird), (node, from_bird)
         own = {b for b, owner in blocks.items() if owner == node}
         assert own <= {r["dst"] for r in from_bird}, (node, from_bird)
@@ -199,21 +183,6 @@ def _only_felix_routes_in_kernel(
             if owner != node:
                 assert learned.get(block) == [NODE_ADDRESS[owner]], (node, block, learned)
     return vteps
-
-
-def _set_vxlan_mode(cli: LabCli, lab_dir: Path, mode: str) -> None:
-    path = lab_dir.parent / f"{lab_dir.name}-pool.json"
-    pool = {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "IPPool",
-        "metadata": {"name": "lab-pool"},
-        "spec": {"cidr": str(POOL), "blockSize": BLOCK_PREFIX, "vxlanMode": mode},
-    }
-    path.write_text(json.dumps(pool))
-    try:
-        cli("calicoctl", "apply", "-f", str(path))
-    finally:
-        path.unlink()
 
 
 def test_three_nodes_vxlan_with_bgp_mesh(
@@ -240,15 +209,15 @@ def test_three_nodes_vxlan_with_bgp_mesh(
     _only_felix_routes_in_kernel(lab_dir, netns, blocks, cli)
 
     # Pod traffic between nodes crosses as VXLAN.
-    tx_before = {node: _tx_packets(ns) for node, ns in netns.items()}
-    _all_pairs_connect(cli)
+    tx_before = {node: tx_packets(ns) for node, ns in netns.items()}
+    wait_all_pairs_connect(cli, len(PODS), SETTLE_S)
     for node, ns in netns.items():
         # Each node sent to two others over TCP and UDP: all of it left through vxlan.calico.
-        assert _tx_packets(ns) - tx_before[node] >= 8, node
+        assert tx_packets(ns) - tx_before[node] >= 8, node
 
     # The pool to vxlanMode Never at run time: Felix's routes and devices go, calico-bgpd
     # renders a kernel filter without the pool and BIRD's plain routes take over.
-    _set_vxlan_mode(cli, lab_dir, "Never")
+    apply_pool(cli, lab_dir, vxlanMode="Never")
     started = time.monotonic()
     _wait_routes(
         netns,
@@ -262,14 +231,14 @@ def test_three_nodes_vxlan_with_bgp_mesh(
         assert time.monotonic() < deadline, f"vxlan.calico still on {devices}"
         time.sleep(0.2)
     for node, ns in netns.items():
-        assert _ip_json(ns, "-4", "route", "show", "proto", RTPROT_FELIX) == [], node
-    _all_pairs_connect(cli)
+        assert ip_json(ns, "-4", "route", "show", "proto", RTPROT_FELIX) == [], node
+    wait_all_pairs_connect(cli, len(PODS), SETTLE_S)
     # New pods get the plain MTU now, without a restart (the running ones keep theirs).
     assert _new_pod_mtu(cli, lab_dir, "x/plain") == 1500
 
     # And back to Always: BIRD withdraws its kernel routes (reconfigured, its sessions stay
     # up) and Felix's, via the newly allocated VTEPs, are again the only ones.
-    _set_vxlan_mode(cli, lab_dir, "Always")
+    apply_pool(cli, lab_dir, vxlanMode="Always")
     started = time.monotonic()
     vteps = _wait_vteps(cli)
     _wait_routes(
@@ -279,10 +248,10 @@ def test_three_nodes_vxlan_with_bgp_mesh(
         "Felix's VXLAN routes again",
     )
     print(f"vxlanMode Always again: Felix's routes only in {time.monotonic() - started:.2f}s")
-    tx_before = {node: _tx_packets(ns) for node, ns in netns.items()}
-    _all_pairs_connect(cli)
+    tx_before = {node: tx_packets(ns) for node, ns in netns.items()}
+    wait_all_pairs_connect(cli, len(PODS), SETTLE_S)
     for node, ns in netns.items():
-        assert _tx_packets(ns) - tx_before[node] >= 8, node
+        assert tx_packets(ns) - tx_before[node] >= 8, node
     assert _sessions(cli) == sessions
     assert _new_pod_mtu(cli, lab_dir, "x/overlay") == 1450
 
@@ -310,10 +279,10 @@ def test_three_nodes_vxlan_with_a_route_reflector(
 
     blocks = _run_pods(cli, lab_dir)
     _only_felix_routes_in_kernel(lab_dir, netns, blocks, cli)
-    tx_before = {node: _tx_packets(ns) for node, ns in netns.items()}
-    _all_pairs_connect(cli)
+    tx_before = {node: tx_packets(ns) for node, ns in netns.items()}
+    wait_all_pairs_connect(cli, len(PODS), SETTLE_S)
     for node, ns in netns.items():
-        assert _tx_packets(ns) - tx_before[node] >= 8, node
+        assert tx_packets(ns) - tx_before[node] >= 8, node
 
     cli("down")
     assert not lab_dir.exists() and lab_namespaces(lab_dir) == []

@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 
 from tests.lab.labkit import (
+    BLOCK_PREFIX,
+    PODS,
+    VXLAN_MTU,
     LabCli,
     connect_from,
     df_udp,
@@ -35,10 +38,7 @@ from tests.lab.labkit import (
 pytestmark = pytest.mark.netns
 
 NODE_CIDR = {"node-1": "10.66.0.11/24", "node-2": "10.66.1.12/24", "node-3": "10.66.0.13/24"}
-PODS = {"x/a": "node-1", "x/b": "node-2", "x/c": "node-3"}
-BLOCK_PREFIX = 26
 SETTLE_S = 15.0
-VXLAN_MTU = 1450  # the lab's eth0 (1500) less VXLAN's 50 bytes
 PAYLOAD = 1400
 
 
