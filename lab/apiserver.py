@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from lab import netns
+from lab.etcd import healthy as etcd_healthy
 from lab.processes import ProcessRecord, is_alive, log_tail, start_detached, stop
 
 ADMIN_USER = "admin"
@@ -236,14 +237,6 @@ def _openssl(args: Sequence[str]) -> None:
         raise ApiServerError(f"openssl {' '.join(args)}: {proc.stderr.strip()}")
 
 
-def _etcd_healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=1) as response:
-            return b'"health":"true"' in response.read().replace(b" ", b"")
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _wait(what: str, ready: Callable[[], bool], record: ProcessRecord, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -391,7 +384,7 @@ def _start_etcd(
             etcd_url=client,
         )
         try:
-            _wait("etcd", functools.partial(_etcd_healthy, client), etcd, ETCD_START_TIMEOUT)
+            _wait("etcd", functools.partial(etcd_healthy, client), etcd, ETCD_START_TIMEOUT)
             return server
         except ApiServerError:
             if attempt == START_ATTEMPTS or not _lost_port_race(etcd):
