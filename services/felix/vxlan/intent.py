@@ -80,7 +80,7 @@ def same_subnet(me: NodeVtep, remote: NodeVtep) -> bool:
 
 def pool_of(cidr: ipaddress.IPv4Network, pools: list[PoolEncap]) -> PoolEncap | None:
     """The most specific of `pools` holding `cidr` (a block, or a /32)."""
-    holding = [p for p in pools if p.cidr.version == 4 and cidr.subnet_of(p.cidr)]  # type: ignore[arg-type]
+    holding = [p for p in pools if p.cidr.version == 4 and cidr.subnet_of(p.cidr)]
     return max(holding, key=lambda p: p.cidr.prefixlen, default=None)
 
 

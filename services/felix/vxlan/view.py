@@ -88,7 +88,7 @@ def parse_workload(obj: dict[str, Any]) -> WorkloadAddresses | None:
         for net in spec.get("ipNetworks") or ()
         if (iface := ipaddress.ip_interface(str(net))).version == 4
     )
-    return WorkloadAddresses(str(node), ips) if ips else None  # type: ignore[arg-type]
+    return WorkloadAddresses(str(node), ips) if ips else None
 
 
 def parse_node(obj: dict[str, Any]) -> NodeVtep:
