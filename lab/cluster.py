@@ -81,14 +81,6 @@ def _check_options(
         raise LabError(f"--subnets: expected 1..{network.MAX_SUBNETS}, got {subnets}")
     if encap not in ENCAPS:
         raise LabError(f"--encap: expected one of {', '.join(ENCAPS)}")
-    if subnets > 1 and bgp_mode != "none":
-        # A BGP next hop on the other subnet is reached through the router: BIRD must resolve
-        # it recursively through the kernel's default route, which calico-bgpd's kernel
-        # protocol does not learn (`import none`), so it installs such routes unreachable.
-        raise LabError(
-            "--subnets: more than one subnet runs without BGP for now (use --bgp none; "
-            "calico-bgpd cannot yet resolve next hops on another subnet)"
-        )
     if tor is None:
         return
     from lab.tor import TOR_KINDS
@@ -96,8 +88,8 @@ def _check_options(
     if tor not in TOR_KINDS:
         raise LabError(f"--tor: expected one of {', '.join(TOR_KINDS)}")
     if subnets > 1:
-        # The ToR sits on the first subnet's gateway; it would need BGP on the nodes, which
-        # several subnets run without for now.
+        # The ToR sits on the first subnet's gateway (the router): peering across it with the
+        # second subnet's nodes is not modelled.
         raise LabError("--tor: only with one subnet (--subnets 1)")
     if bgp_mode == "none":
         raise LabError("--tor needs BGP on the nodes: --bgp mesh or rr, not none")
@@ -128,8 +120,9 @@ def bring_up(
     nodes. With `bgp_mode` mesh or rr as well, the blocks are still advertised over BGP but
     BIRD leaves their kernel routes to Felix (services/bgp/DESIGN.md). `subnets` 2 puts the
     nodes on two subnets the lab network routes between; `internet` adds the outside host
-    (lab/network.py). Several subnets run without BGP for now (see _check_options)."""
-    without_bgp = encap != "none" or subnets > 1
+    (lab/network.py); over BGP, a node reaches a next hop on the other subnet through its
+    default route, which BIRD learns from the kernel (services/bgp/DESIGN.md)."""
+    without_bgp = encap != "none"
     mode = bgp_mode or ("none" if without_bgp else bgp.default_mode(nodes, tor is not None))
     _check_options(datastore, dataplane, nodes, mode, tor, tor_asn, encap, subnets)
     if LabState.exists(state_dir):

@@ -24,6 +24,8 @@ Calico's semantics, in short:
   as any other, but Felix owns the kernel routes to other nodes' blocks in them (through
   vxlan.calico, or plain for a CrossSubnet neighbour), so the intent names these pools and
   BIRD keeps what it learns within them out of the kernel.
+- Kernel routes: BIRD learns the kernel's other routes (the default route through which a
+  next hop on another subnet resolves) but none within a pool: the intent lists every pool.
 """
 
 from __future__ import annotations
@@ -126,6 +128,10 @@ class BGPIntent:
     # their blocks, so BGP-learned routes within them stay out of the kernel (still learned,
     # advertised and reflected).
     felix_routed_pools: tuple[str, ...] = ()
+    # Every IPv4 pool's CIDR, plus any block outside all pools (its pool was deleted, pods
+    # remain): the kernel routes within these are Felix's (pod /32s, overlay routes) or BIRD's
+    # own blackholes, so BIRD's kernel protocol never learns them.
+    calico_prefixes: tuple[str, ...] = ()
     peers: tuple[PeerIntent, ...] = ()
     filters: tuple[BGPFilterIntent, ...] = ()
     communities: tuple[CommunityIntent, ...] = ()
@@ -237,6 +243,7 @@ def build_intent(view: ClusterView, node: str) -> BGPIntent:
         "felix_routed_pools": _sorted_prefixes(
             str(p.cidr) for p in pools if p.encapsulated and p.cidr.version == 4
         ),
+        "calico_prefixes": _calico_prefixes(view, pools),
         "communities": _communities(config),
     }
     if me is None or me.ipv4 is None:
@@ -279,6 +286,14 @@ def _own_blocks(
         # A block outside every pool (its pool was deleted) still holds live pods: advertise.
         (advertised if pool is None or pool.exported else unadvertised).append(cidr)
     return _sorted_prefixes(advertised), _sorted_prefixes(unadvertised)
+
+
+def _calico_prefixes(view: ClusterView, pools: Sequence[PoolInfo]) -> tuple[str, ...]:
+    found = [str(p.cidr) for p in pools if p.cidr.version == 4]
+    for block in view.blocks.values():
+        if isinstance(block.cidr, ipaddress.IPv4Network) and _pool_for(pools, block.cidr) is None:
+            found.append(str(block.cidr))
+    return _sorted_prefixes(found)
 
 
 def _borrowed(view: ClusterView, node: str, pools: Sequence[PoolInfo]) -> tuple[str, ...]:

@@ -108,21 +108,37 @@ def _base_protocols(out: list[str], intent: BGPIntent) -> None:
         "# the kernel and peer filters below only take BGP and calico_* routes.",
         f"protocol direct calico_direct {{ ipv4; interface {interfaces}; }}",
         "",
-        "# Into the kernel: routes learned over BGP, and our own blocks' blackholes. Nothing is",
-        "# learned from the kernel (Felix owns the /32 routes to local pods).",
+        "# Into the kernel: routes learned over BGP, and our own blocks' blackholes. Never a",
+        "# route learned from the kernel: its source is RTS_INHERIT, so neither test passes it.",
         "filter calico_kernel_export {",
         f'  if proto = "{PROTO_BLOCKS}" || proto = "{PROTO_BLOCKS_UNADVERTISED}" then accept;',
         *_felix_routed_rejection(intent.felix_routed_pools),
         "  if source = RTS_BGP then accept;",
         "  reject;",
         "}",
+        "# From the kernel: other programs' routes (the default route, through which a next hop",
+        "# on another subnet resolves), never one within a Calico pool (Felix's pod /32s and",
+        "# overlay routes). Only for next-hop resolution: no peer or kernel filter passes them.",
+        "filter calico_kernel_import {",
+        *_calico_prefix_rejection(intent.calico_prefixes),
+        "  accept;",
+        "}",
         "protocol kernel calico_kernel {",
-        "  ipv4 { import none; export filter calico_kernel_export; };",
+        "  ipv4 { import filter calico_kernel_import; export filter calico_kernel_export; };",
+        "  learn;  # other programs' routes (not the kernel's own proto kernel ones)",
         "  merge paths on;  # ECMP when several peers offer the same prefix",
         "  graceful restart on;  # after a BIRD restart, keep kernel routes until peers resync",
         "}",
         "",
     ]
+
+
+def _calico_prefix_rejection(prefixes: tuple[str, ...]) -> list[str]:
+    """Kernel import lines keeping every route within a pool (or an orphaned block) out of
+    BIRD's table, where it could compete with a BGP route for the same block."""
+    if not prefixes:
+        return []
+    return [f"  if net ~ {_prefix_set(prefixes, '+')} then reject;"]
 
 
 def _felix_routed_rejection(pools: tuple[str, ...]) -> list[str]:

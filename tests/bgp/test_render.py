@@ -202,3 +202,62 @@ def test_kernel_filter_leaves_encapsulated_pools_to_felix() -> None:
     # No encapsulated pool: no rejection line at all.
     plain = render_config(variants()["mesh"], OPTIONS)
     assert "net ~" not in plain.split("filter calico_kernel_export {")[1].split("\n}\n")[0]
+
+
+def test_kernel_routes_are_learned_except_within_pools() -> None:
+    """BIRD learns the kernel's other routes (a next hop on another subnet resolves through
+    the default route) but none within a pool or an orphaned block, and passes none on."""
+    view = cluster(
+        *THREE_NODES,
+        pool("plain", "10.200.0.0/16"),
+        pool("vx", "10.210.0.0/16", vxlanMode="Always"),
+        pool("off", "10.220.0.0/16", disabled=True),
+        block_updates("10.200.0.0/26", "n1"),
+        block_updates("10.230.0.0/26", "n2"),  # its pool was deleted
+    )
+    intent = build_intent(view, "n1")
+    assert intent.calico_prefixes == (
+        "10.200.0.0/16",
+        "10.210.0.0/16",
+        "10.220.0.0/16",
+        "10.230.0.0/26",
+    )
+    text = render_config(intent, OPTIONS)
+    kernel = text.split("protocol kernel calico_kernel {")[1].split("\n}\n")[0]
+    assert "\n  learn;  #" in kernel  # not `learn all`: never the kernel's own routes
+    assert "import filter calico_kernel_import; export filter calico_kernel_export;" in kernel
+    assert "persist" not in kernel  # BIRD removes its own routes when it stops cleanly
+    imported = text.split("filter calico_kernel_import {")[1].split("\n}\n")[0]
+    assert [ln.strip() for ln in imported.strip().splitlines()] == [
+        "if net ~ [ 10.200.0.0/16+, 10.210.0.0/16+, 10.220.0.0/16+, 10.230.0.0/26+ ] then reject;",
+        "accept;",
+    ]
+    # No pool at all: everything the kernel holds (but its own routes) is learned.
+    empty = render_config(build_intent(cluster(*THREE_NODES), "n1"), OPTIONS)
+    assert "filter calico_kernel_import {\n  accept;\n}" in empty
+
+
+def test_no_filter_passes_a_route_learned_from_the_kernel() -> None:
+    """Kernel-learned routes have proto calico_kernel and source RTS_INHERIT: the kernel export
+    filter and every peer export gate accept only our statics' protocols or source RTS_BGP."""
+    for name, intent in variants().items():
+        text = render_config(intent, OPTIONS)
+        gates = [
+            text.split(f"{head} {{")[1].split("\n}\n")[0]
+            for head in (
+                "filter calico_kernel_export",
+                "function calico_export_own()",
+                "function calico_export_reflect()",
+            )
+        ]
+        for gate in gates:
+            accepts = [ln for ln in gate.splitlines() if "accept" in ln or "!(" in ln]
+            assert accepts, (name, gate)
+            for line in accepts:
+                assert "calico_kernel" not in line and "RTS_INHERIT" not in line, (name, line)
+                # Each accepting condition names one of our statics or requires a BGP source.
+                assert 'proto = "calico_blocks' in line or "source = RTS_BGP" in line, line
+        # Peer chains start with a gate; nothing comes before it.
+        for block in text.split("protocol bgp ")[1:]:
+            chain = peer_filter(text, block, "export").split()
+            assert chain[0] in ("calico_export_own();", "calico_export_reflect();"), chain

@@ -355,7 +355,6 @@ def test_bird_from_pidfile_only_names_that_directorys_bird(tmp_path: Path) -> No
         ({"encap": "ipip"}, "--encap"),
         ({"subnets": 0}, "--subnets"),
         ({"subnets": 3, "encap": "vxlan"}, "--subnets"),
-        ({"subnets": 2, "nodes": 3, "bgp_mode": "mesh"}, "--subnets"),
         ({"subnets": 2, "nodes": 3, "tor": "bird"}, "--tor"),
     ],
 )
