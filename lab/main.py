@@ -241,6 +241,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"  {daemon:14} pid {record.pid:<7} {where}")
     if len(lab.nodes) > 1 and lab.state.bgp == "none" and lab.state.encap == "none":
         print("note: --bgp none: pods on different nodes cannot reach each other")
+    elif lab.state.subnets > 1 and lab.state.encap == "none":
+        # As on a real network: the router between the subnets does not peer with the nodes,
+        # so it has no route to the pools (Calico's answer is CrossSubnet encapsulation).
+        print(
+            "note: the router between the subnets learns no pod routes: pods reach each "
+            "other across subnets only with --encap vxlan-crosssubnet (or vxlan)"
+        )
     if lab.state.outside:
         out = lab.state.outside
         print(
