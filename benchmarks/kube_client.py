@@ -10,6 +10,7 @@ Results: libcalico/datastore/KUBERNETES.md.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import ssl
 import statistics
@@ -45,8 +46,8 @@ async def _measure(n: int, round_trip: Callable[[int], Awaitable[None]]) -> list
 
 
 async def official_sync(server: ApiServer, n: int) -> list[float]:
-    import kubernetes  # type: ignore[import-untyped]
-
+    # Not project dependencies: `pip install kubernetes kubernetes_asyncio` to run this.
+    kubernetes: Any = importlib.import_module("kubernetes")
     client = kubernetes.config.new_client_from_config(str(server.kubeconfig))
     api = kubernetes.client.CustomObjectsApi(client)
 
@@ -69,8 +70,7 @@ async def official_sync(server: ApiServer, n: int) -> list[float]:
 
 
 async def official_asyncio(server: ApiServer, n: int) -> list[float]:
-    import kubernetes_asyncio  # type: ignore[import-untyped]
-
+    kubernetes_asyncio: Any = importlib.import_module("kubernetes_asyncio")
     client = await kubernetes_asyncio.config.new_client_from_config(str(server.kubeconfig))
     api = kubernetes_asyncio.client.CustomObjectsApi(client)
 
@@ -111,6 +111,29 @@ async def plain_aiohttp(server: ApiServer, n: int) -> list[float]:
         return await _measure(n, round_trip)
 
 
+async def libcalico_backend(server: ApiServer, n: int) -> list[float]:
+    """The chosen client as the datastore uses it: get + update(revision) of a GlobalNetworkSet."""
+    from libcalico.datastore.kubernetes import KubernetesDatastore
+
+    key = "/calico/resources/v3/projectcalico.org/globalnetworksets/bench-set"
+    store = KubernetesDatastore(str(server.kubeconfig))
+
+    def value(i: int) -> bytes:
+        doc = {"kind": "GlobalNetworkSet", "metadata": {"labels": {"i": str(i)}}, "spec": {}}
+        return json.dumps({"apiVersion": "projectcalico.org/v3", **doc}).encode()
+
+    await store.put(key, value(0))
+
+    async def round_trip(i: int) -> None:
+        kv = await store.get(key)
+        await store.update(key, value(i), kv.mod_revision)
+
+    try:
+        return await _measure(n, round_trip)
+    finally:
+        await store.close()
+
+
 def _import_time(module: str) -> float:
     began = time.perf_counter()
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
@@ -135,6 +158,7 @@ async def main(n: int) -> None:
                 ("kubernetes (sync, in a thread)", official_sync),
                 ("kubernetes_asyncio", official_asyncio),
                 ("plain HTTP/1.1 (aiohttp)", plain_aiohttp),
+                ("libcalico KubernetesDatastore", libcalico_backend),
             ):
                 print(f"  {name:34s} {_stats(await run(server, n))}")
             for module in ("kubernetes", "kubernetes_asyncio", "aiohttp"):
