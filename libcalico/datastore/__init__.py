@@ -53,7 +53,9 @@ async def connect(config: DatastoreConfig) -> Datastore:
 
         store = EtcdDatastore(config.etcd_endpoints)
     elif config.type == "kubernetes":
-        raise DatastoreError("the kubernetes datastore is not implemented yet")
+        from libcalico.datastore.kubernetes import KubernetesDatastore
+
+        store = KubernetesDatastore(config.kubeconfig)
     else:
         raise DatastoreError(f"unknown datastore type {config.type!r}")
     try:

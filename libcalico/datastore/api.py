@@ -8,11 +8,11 @@ Keys follow Calico's etcd layout (see docs/architecture.md):
   /calico/resources/v3/<group>/<plural>/[<namespace>/]<name>   resources (group `core` for
                                                                Kubernetes core kinds)
   /calico/ipam/v2/...                                          IPAM blocks, affinities, handles
-Values are bytes (JSON documents); the backend never interprets them.
-
-A Kubernetes backend (later) maps these keys onto API objects; `mod_revision` is then the
-object's resourceVersion. Callers therefore treat revisions as opaque, comparable tokens
-obtained from the datastore, never compute them.
+Values are bytes (JSON documents); embedded and etcd never interpret them. The Kubernetes
+backend (kubernetes.py, KUBERNETES.md) maps these keys onto API objects and so reads the
+values (projectcalico.org/v3 documents); `mod_revision` is then the object's resourceVersion.
+Callers therefore treat revisions as opaque, comparable tokens obtained from the datastore,
+never compute them.
 """
 
 from __future__ import annotations

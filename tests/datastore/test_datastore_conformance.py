@@ -1,14 +1,24 @@
-"""The Datastore contract, run against every backend through the `datastore` fixture."""
+"""The Datastore contract, run against every backend through the `datastore` fixture.
+
+This module adds the kubernetes backend to the conftest's embedded and etcdv3: one real
+kube-apiserver for the module (started only when a kubernetes case runs), the tests' keys and
+values renamed onto GlobalNetworkSets by tests/fixtures/kube_adapter.py. What the Kubernetes
+API cannot offer yet (multi-key txn, compaction, create_revision) is skipped for that backend
+only, with the reason printed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
+from lab.apiserver import ApiServer, install_calico_crds, start, stop_server
 from libcalico.config import DatastoreConfig
 from libcalico.datastore import (
     Datastore,
@@ -23,11 +33,87 @@ from libcalico.datastore import (
     connect,
 )
 from tests.fixtures.datastore_worker import cas_increment, ensure_counter
+from tests.fixtures.kube_adapter import OTHER_KIND, TEST_KIND, KubeContractAdapter
 from tests.fixtures.watch import aclose, collect
+from tests.kube.kubekit import kube_binaries_missing
 
 P = "/calico/test/"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WATCH_TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="module")
+def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    reason = kube_binaries_missing()
+    if reason:
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    server = start(tmp_path_factory.mktemp("kube") / "apiserver")
+    try:
+        install_calico_crds(server)
+        yield server
+    finally:
+        report = stop_server(server)
+        assert not report.problems, report.problems
+
+
+@pytest.fixture
+def kubernetes_config(kube_api: ApiServer) -> DatastoreConfig:
+    kinds = f"{TEST_KIND[0]}.crd.projectcalico.org,{OTHER_KIND[0]}.crd.projectcalico.org"
+    wiped = kube_api.kubectl(["delete", kinds, "--all"])
+    assert wiped.returncode == 0, wiped.stderr
+    return DatastoreConfig(type="kubernetes", kubeconfig=str(kube_api.kubeconfig))
+
+
+@pytest.fixture(
+    params=["embedded", "etcdv3", "kubernetes"], ids=["embedded", "etcdv3", "kubernetes"]
+)
+def datastore_config(request: pytest.FixtureRequest) -> DatastoreConfig:
+    # Overrides the conftest's (which the rest of the suite keeps): servers start on demand.
+    fixture = {"embedded": "embedded_config", "etcdv3": "etcd_config"}.get(
+        request.param, "kubernetes_config"
+    )
+    config: DatastoreConfig = request.getfixturevalue(fixture)
+    return config
+
+
+@pytest.fixture
+def datastore_env(datastore_config: DatastoreConfig) -> dict[str, str]:
+    return {
+        "DATASTORE_TYPE": datastore_config.type,
+        "CALICO_DATASTORE_PATH": datastore_config.path,
+        "ETCD_ENDPOINTS": ",".join(datastore_config.etcd_endpoints),
+        "KUBECONFIG": datastore_config.kubeconfig or "",
+    }
+
+
+async def open_store(config: DatastoreConfig) -> Datastore:
+    store = await connect(config)
+    return KubeContractAdapter(store) if config.type == "kubernetes" else store
+
+
+@pytest_asyncio.fixture
+async def datastore(datastore_config: DatastoreConfig) -> AsyncIterator[Datastore]:
+    store = await open_store(datastore_config)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def skip_on_kubernetes(config: DatastoreConfig, what: str) -> None:
+    if config.type == "kubernetes":
+        reason = f"kubernetes datastore: {what} is not mapped yet (issue 12)"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+
+
+def tracks_create_revision(config: DatastoreConfig) -> bool:
+    """The Kubernetes API has no create revision; the kubernetes backend reports mod_revision."""
+    if config.type == "kubernetes":
+        print("not checked on kubernetes: create_revision has no API equivalent (issue 12)")
+        return False
+    return True
 
 
 def summary(events: list[WatchEvent]) -> list[tuple[EventType, str, bytes | None]]:
@@ -75,11 +161,14 @@ async def test_list_is_sorted_and_isolated_by_prefix(datastore: Datastore) -> No
     assert (await datastore.list(P + "zzz/")).items == []
 
 
-async def test_update_cas_success_and_conflict(datastore: Datastore) -> None:
+async def test_update_cas_success_and_conflict(
+    datastore: Datastore, datastore_config: DatastoreConfig
+) -> None:
     created = await datastore.create(P + "a", b"1")
     updated = await datastore.update(P + "a", b"2", created.mod_revision)
     assert updated.mod_revision > created.mod_revision
-    assert updated.create_revision == created.create_revision
+    if tracks_create_revision(datastore_config):
+        assert updated.create_revision == created.create_revision
     with pytest.raises(RevisionConflictError) as info:
         await datastore.update(P + "a", b"3", created.mod_revision)
     assert info.value.expected == created.mod_revision
@@ -92,10 +181,13 @@ async def test_update_missing_raises(datastore: Datastore) -> None:
         await datastore.update(P + "missing", b"x", 1)
 
 
-async def test_put_creates_and_replaces(datastore: Datastore) -> None:
+async def test_put_creates_and_replaces(
+    datastore: Datastore, datastore_config: DatastoreConfig
+) -> None:
     first = await datastore.put(P + "a", b"1")
     second = await datastore.put(P + "a", b"2")
-    assert second.create_revision == first.create_revision
+    if tracks_create_revision(datastore_config):
+        assert second.create_revision == first.create_revision
     assert second.mod_revision > first.mod_revision
     assert await datastore.get(P + "a") == second
 
@@ -129,7 +221,10 @@ async def test_recreated_key_gets_new_create_revision(datastore: Datastore) -> N
 # ---- transactions ----
 
 
-async def test_txn_applies_all_ops_at_one_revision(datastore: Datastore) -> None:
+async def test_txn_applies_all_ops_at_one_revision(
+    datastore: Datastore, datastore_config: DatastoreConfig
+) -> None:
+    skip_on_kubernetes(datastore_config, "a multi-key txn")
     block = await datastore.create(P + "block", b"b0")
     gone = await datastore.create(P + "gone", b"g")
     results = await datastore.txn(
@@ -160,8 +255,9 @@ async def test_txn_applies_all_ops_at_one_revision(datastore: Datastore) -> None
     ],
 )
 async def test_txn_failure_writes_nothing(
-    datastore: Datastore, failing: str, error: type[Exception]
+    datastore: Datastore, datastore_config: DatastoreConfig, failing: str, error: type[Exception]
 ) -> None:
+    skip_on_kubernetes(datastore_config, "a multi-key txn")
     block = await datastore.create(P + "block", b"b0")
     stale = block.mod_revision
     block = await datastore.update(P + "block", b"b1", block.mod_revision)
@@ -212,7 +308,10 @@ async def test_watch_sees_creates_updates_deletes_in_order(datastore: Datastore)
     assert deleted.value == b"2"
 
 
-async def test_watch_from_old_revision_replays_history(datastore: Datastore) -> None:
+async def test_watch_from_old_revision_replays_history(
+    datastore: Datastore, datastore_config: DatastoreConfig
+) -> None:
+    skip_on_kubernetes(datastore_config, "a multi-key txn (this test's history has one)")
     first = await datastore.create(P + "a", b"1")
     await datastore.update(P + "a", b"2", first.mod_revision)
     await datastore.txn(
@@ -239,7 +338,10 @@ async def test_watch_then_live_events_continue(datastore: Datastore) -> None:
     await aclose(stream)
 
 
-async def test_watch_from_compacted_revision_raises_resync(datastore: Datastore) -> None:
+async def test_watch_from_compacted_revision_raises_resync(
+    datastore: Datastore, datastore_config: DatastoreConfig
+) -> None:
+    skip_on_kubernetes(datastore_config, "compaction on demand (the API server compacts itself)")
     first = await datastore.create(P + "a", b"1")
     latest = await datastore.update(P + "a", b"2", first.mod_revision)
     latest = await datastore.update(P + "a", b"3", latest.mod_revision)
@@ -253,7 +355,7 @@ async def test_watch_from_compacted_revision_raises_resync(datastore: Datastore)
 
 
 async def test_watch_ends_when_datastore_closes(datastore_config: DatastoreConfig) -> None:
-    store = await connect(datastore_config)
+    store = await open_store(datastore_config)
     stream = store.watch(P, await store.current_revision() + 1)
     drained = asyncio.create_task(collect(stream, 1))
     await asyncio.sleep(0.1)

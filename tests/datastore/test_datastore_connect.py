@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,26 @@ async def test_datastore_env_round_trips_to_the_same_config(
     assert DatastoreConfig.from_env(datastore_env) == datastore_config
 
 
-async def test_kubernetes_is_not_implemented_yet() -> None:
-    with pytest.raises(DatastoreError, match="not implemented"):
-        await connect(DatastoreConfig(type="kubernetes"))
+async def test_kubernetes_without_a_readable_kubeconfig_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    with pytest.raises(DatastoreError, match=f"KUBECONFIG: cannot read {missing}"):
+        await connect(DatastoreConfig(type="kubernetes", kubeconfig=str(missing)))
+
+
+async def test_unreachable_kube_apiserver_is_unavailable(tmp_path: Path) -> None:
+    # Nothing listens on a free loopback port: connect's first request fails to connect.
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    with pytest.raises(DatastoreUnavailableError, match="kube-apiserver"):
+        await connect(DatastoreConfig(type="kubernetes", kubeconfig=str(path)))
 
 
 async def test_unreachable_etcd_is_unavailable() -> None:
