@@ -112,6 +112,7 @@ class ApiServer:
     etcd: ProcessRecord
     apiserver: ProcessRecord | None = None
     etcd_url: str = ""
+    extra_args: list[str] = field(default_factory=list)  # more kube-apiserver flags
 
     @property
     def url(self) -> str:
@@ -142,6 +143,7 @@ class ApiServer:
             "etcd": self.etcd.to_json(),
             "apiserver": self.apiserver.to_json() if self.apiserver else None,
             "etcd_url": self.etcd_url,
+            "extra_args": list(self.extra_args),
         }
 
     @classmethod
@@ -157,6 +159,7 @@ class ApiServer:
             etcd=ProcessRecord.from_json(data["etcd"]),
             apiserver=ProcessRecord.from_json(apiserver) if apiserver else None,
             etcd_url=str(data.get("etcd_url", "")),
+            extra_args=[str(a) for a in data.get("extra_args") or []],
         )
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -301,6 +304,7 @@ def _apiserver_argv(work: Path, server: ApiServer) -> list[str]:
         # address the default reconciler refuses to start, and no pod reaches it here anyway.
         "--endpoint-reconciler-type=none",
         "--profiling=false",
+        *server.extra_args,
     ]
 
 
@@ -310,6 +314,8 @@ def start(
     netns_path: str | Path | None = None,
     users: Mapping[str, Sequence[str]] | None = None,
     on_started: Callable[[ProcessRecord], None] | None = None,
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
 ) -> ApiServer:
     """Start etcd and kube-apiserver with their files in `work_dir` (made here, must not exist).
 
@@ -318,6 +324,8 @@ def start(
     `users`: further users (name -> groups) to make tokens for besides `admin`.
     `on_started`: called with each process record the moment the process exists, so a caller
     keeping state (the lab) can record it before anything else can fail.
+    `port`: the API server's port (None: a free one). `extra_args`: more kube-apiserver flags
+    (e.g. `--etcd-compaction-interval=10s`).
     """
     for name in _BINARIES:
         _require(name)
@@ -343,7 +351,8 @@ def start(
         tokens = _token_file(work / "tokens.csv", all_users)
         with _inside(namespace):
             server = _start_etcd(work, address, tokens, namespace, on_started)
-            _start_apiserver(work, server, on_started)
+            server.extra_args = list(extra_args)
+            _start_apiserver(work, server, on_started, port)
         server.write_kubeconfig(server.kubeconfig)
         return server
     except BaseException:
@@ -395,11 +404,15 @@ def _start_etcd(
 
 
 def _start_apiserver(
-    work: Path, server: ApiServer, on_started: Callable[[ProcessRecord], None] | None
+    work: Path,
+    server: ApiServer,
+    on_started: Callable[[ProcessRecord], None] | None,
+    port: int | None = None,
 ) -> None:
-    """kube-apiserver on a free port of its address, ready (/readyz)."""
-    for attempt in range(1, START_ATTEMPTS + 1):
-        server.port = _free_port(server.address)
+    """kube-apiserver on `port` (else a free port) of its address, ready (/readyz)."""
+    attempts = START_ATTEMPTS if port is None else 1  # a fixed port taken stays taken
+    for attempt in range(1, attempts + 1):
+        server.port = port if port is not None else _free_port(server.address)
         record = start_detached(
             "kube-apiserver", _apiserver_argv(work, server), work / "apiserver.log"
         )
@@ -415,8 +428,20 @@ def _start_apiserver(
             )
             return
         except ApiServerError:
-            if attempt == START_ATTEMPTS or not _lost_port_race(record):
+            if attempt == attempts or not _lost_port_race(record):
                 raise
+
+
+def wait_ready(server: ApiServer, timeout: float = APISERVER_START_TIMEOUT) -> None:
+    """Wait until a (re)started API server answers /readyz `ok`."""
+    if server.apiserver is None:
+        raise ApiServerError("kube-apiserver was never started")
+    _wait("kube-apiserver", lambda: _readyz(server), server.apiserver, timeout)
+
+
+def wait_etcd(server: ApiServer, timeout: float = ETCD_START_TIMEOUT) -> None:
+    """Wait until a (re)started etcd of the API server is healthy."""
+    _wait("etcd", functools.partial(etcd_healthy, server.etcd_url), server.etcd, timeout)
 
 
 def _readyz(server: ApiServer) -> bool:

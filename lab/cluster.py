@@ -18,9 +18,10 @@ import contextlib
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from lab import bgp, etcd, netns, network, objects, outside
+from lab import bgp, controllers, etcd, kubeapi, kubeobjects, netns, network, objects, outside
 from lab import typha as lab_typha
 from lab.lab import (
     DATAPLANES,
@@ -36,6 +37,7 @@ from lab.lab import (
 from lab.pods import remove_pods
 from lab.processes import ProcessRecord, stop
 from lab.state import DEFAULT_ROOT, LabState, NodeState
+from lab.store import LabStore
 
 # The lab subnet holds 244 node addresses; a lab on a laptop is long full before that.
 MAX_NODES = 32
@@ -56,6 +58,9 @@ STATE_ENTRIES = (
     "nodes",
     "pods",
     TOR,
+    kubeapi.KUBE_DIR,
+    kubeapi.ADMIN_KUBECONFIG,
+    controllers.LOG_FILE,
 )
 
 
@@ -68,9 +73,21 @@ def _check_options(
     tor_asn: int,
     encap: str = "none",
     subnets: int = 1,
+    kube_apiserver: bool = False,
 ) -> None:
     if datastore not in DATASTORES:
         raise LabError(f"--datastore: expected one of {', '.join(DATASTORES)}")
+    if kube_apiserver and datastore == "embedded":
+        raise LabError(
+            "--kube-apiserver: only with --datastore etcdv3 (calico-kube-controllers copies "
+            "the Kubernetes objects into etcd) or kubernetes (where it is implied)"
+        )
+    if datastore == "kubernetes" or kube_apiserver:
+        from lab.apiserver import missing_binaries
+
+        missing = missing_binaries()
+        if missing:
+            raise LabError(f"--datastore kubernetes / --kube-apiserver: {missing}")
     if dataplane is not None and dataplane not in DATAPLANES:
         raise LabError(f"--dataplane: expected one of {', '.join(DATAPLANES)}")
     if not 1 <= nodes <= MAX_NODES:
@@ -111,6 +128,8 @@ def bring_up(
     encap: str = "none",
     subnets: int = 1,
     internet: bool = False,
+    kube_apiserver: bool = False,
+    kube_apiserver_args: Sequence[str] = (),
 ) -> Lab:
     """Create the network, the nodes, the datastore and the daemons, start the ToR, and wait
     for BGP to converge; on failure undo it all.
@@ -121,10 +140,17 @@ def bring_up(
     BIRD leaves their kernel routes to Felix (services/bgp/DESIGN.md). `subnets` 2 puts the
     nodes on two subnets the lab network routes between; `internet` adds the outside host
     (lab/network.py); over BGP, a node reaches a next hop on the other subnet through its
-    default route, which BIRD learns from the kernel (services/bgp/DESIGN.md)."""
+    default route, which BIRD learns from the kernel (services/bgp/DESIGN.md).
+
+    `datastore` "kubernetes" runs the lab's own kube-apiserver (lab/kubeapi.py) and keeps
+    Calico's data there; `kube_apiserver` with "etcdv3" runs it beside the lab's etcd, with
+    calico-kube-controllers copying the Kubernetes objects into etcd. Either way Nodes,
+    Namespaces, Pods and Kubernetes NetworkPolicies are API objects (lab/store.py).
+    `kube_apiserver_args`: more kube-apiserver flags (a short --etcd-compaction-interval)."""
     without_bgp = encap != "none"
     mode = bgp_mode or ("none" if without_bgp else bgp.default_mode(nodes, tor is not None))
-    _check_options(datastore, dataplane, nodes, mode, tor, tor_asn, encap, subnets)
+    kube_apiserver = kube_apiserver or datastore == "kubernetes"
+    _check_options(datastore, dataplane, nodes, mode, tor, tor_asn, encap, subnets, kube_apiserver)
     if LabState.exists(state_dir):
         raise LabError(f"a lab is already up at {state_dir} (`calico-lab down` first)")
     prefix = netns_prefix(name)
@@ -161,6 +187,11 @@ def bring_up(
             raise LabError(f"network namespace {ns} exists but no lab records it")
     if datastore == "embedded":
         state.datastore = {"type": "embedded", "path": str(state_dir / "calico.db")}
+    elif datastore == "kubernetes":
+        state.datastore = {
+            "type": "kubernetes",
+            "kubeconfig": str(state_dir / kubeapi.ADMIN_KUBECONFIG),
+        }
     else:
         state.datastore = {
             "type": "etcdv3",
@@ -170,14 +201,19 @@ def bring_up(
     lab.save()
     try:
         _create_network(lab)
+        if kube_apiserver:
+            kubeapi.start(state, lab.save, kube_apiserver_args)
         if datastore == "etcdv3":
             lab.enter(state.network_netns)
             state.infra["etcd"] = etcd.start(state_dir, str(network.GATEWAY))
             lab.save()
+        if kube_apiserver and datastore == "etcdv3":
+            lab.enter(state.network_netns)
+            controllers.start_if_present(lab)
         if typha:
             lab.enter(state.network_netns)
             state.infra["typha"] = lab_typha.start(
-                state_dir, str(network.GATEWAY), lab.datastore_env()
+                state_dir, str(network.GATEWAY), lab.daemon_env()
             )
             state.typha = lab_typha.address(str(network.GATEWAY))
             lab.save()
@@ -226,7 +262,7 @@ def _create_network(lab: Lab) -> None:
 def _start_node_daemons(lab: Lab, dataplane: str | None) -> None:
     """Launch every node's daemons inside its namespace at once, then wait for them all (they
     start in parallel: a 3-node lab starts about as fast as one node)."""
-    env = lab.datastore_env()
+    env = lab.daemon_env()
     try:
         for node in lab.nodes:
             with netns.inside(node.netns_path):
@@ -248,19 +284,31 @@ def _start_tor(lab: Lab, kind: str, asn: int) -> ProcessRecord:
 
 
 async def _seed_datastore(lab: Lab, pool_cidr: str) -> None:
+    """The pool, the Nodes and the BGP objects. With an API server the Kubernetes Nodes come
+    first (a kubelet registers its Node before calico-node writes Calico's data, which on the
+    kubernetes datastore lives in that Node's annotations), with the Calico Nodes' labels."""
     tor_asn = int(lab.state.tor["asn"]) if lab.state.tor else None
-    async with objects.resource_client(lab.state.datastore) as client:
-        await client.apply_all(
+    calico_nodes = bgp.node_objects(lab.state.nodes, lab.state.bgp)
+    async with LabStore(lab.state) as store:
+        if store.has_api:
+            await store.apply_all(
+                [
+                    kubeobjects.node(n["metadata"]["name"], node.address, n["metadata"]["labels"])
+                    for n, node in zip(calico_nodes, lab.state.nodes, strict=True)
+                ]
+            )
+            for node in lab.state.nodes:
+                await store.kube().set_node_status(node.name, node.address)
+        await store.apply_all(
             [
                 objects.ippool(
                     DEFAULT_POOL_NAME,
                     pool_cidr,
                     vxlan_mode=VXLAN_MODES[lab.state.encap],
                 ),
-                *bgp.node_objects(lab.state.nodes, lab.state.bgp),
+                *calico_nodes,
                 *bgp.mode_objects(lab.state.bgp, tor_asn),
-            ],
-            "apply",
+            ]
         )
 
 
@@ -269,7 +317,7 @@ def _stop_infra(name: str, record: ProcessRecord) -> bool:
         from lab import tor
 
         return tor.stop_tor(record)
-    return stop(record)
+    return stop(record, timeout=kubeapi.STOP_TIMEOUTS.get(name, 5.0))
 
 
 def bring_down(state_dir: Path, graceful: bool = True) -> list[str]:

@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from lab import objects
 from lab.cluster import bring_down
 from lab.lab import Lab
 from lab.matrix import lab_endpoints, probe_all, render
 from lab.pods import PodSpec, create_pods
+from lab.store import LabStore
 
 PODS = (
     PodSpec("shop", "web", {"app": "web"}, [("tcp", 80), ("udp", 80)]),
@@ -81,8 +81,8 @@ async def _run(lab: Lab) -> bool:
         _say(render(keys, table, f"\n{proto.upper()}/80"))
     _say("\nApplying a NetworkPolicy: only shop/client may reach shop/web")
     _say(yaml.safe_dump(POLICY, sort_keys=False).rstrip())
-    async with objects.resource_client(lab.state.datastore) as client:
-        await client.apply(POLICY)
+    async with LabStore(lab.state) as store:
+        await store.apply_all([POLICY])
     expected = expected_after_policy(keys)
     deadline = time.monotonic() + DEADLINE
     while True:

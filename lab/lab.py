@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab import netns, objects
+from lab import netns, objects, rbac
 from lab.node import LabNode
 from lab.state import LabState, LabStateError, PodState
 
 DEFAULT_POOL = "10.65.0.0/16"
 DEFAULT_POOL_NAME = "lab-pool"
-DATASTORES = ("embedded", "etcdv3")
+DATASTORES = ("embedded", "etcdv3", "kubernetes")
 DATAPLANES = ("nftables", "iptables", "iptables-legacy")
 # How pod traffic crosses between nodes: routed as is (none), in VXLAN (vxlan), or in VXLAN
 # only between nodes on different subnets (vxlan-crosssubnet); Felix programs the overlay.
@@ -70,7 +70,17 @@ class Lab:
         netns.enter(target)
 
     def datastore_env(self) -> dict[str, str]:
+        """The datastore as the lab CLI and calicoctl use it (on the kubernetes datastore:
+        admin's kubeconfig)."""
         return objects.datastore_env(self.state.datastore)
+
+    def daemon_env(self) -> dict[str, str]:
+        """The datastore as Calico's daemons use it: on the kubernetes datastore, as the
+        `calico-node` user with only its RBAC rights (lab/rbac.py), not as admin."""
+        env = self.datastore_env()
+        if "KUBECONFIG" in env:
+            env["KUBECONFIG"] = str(self.state.kube["kubeconfigs"][rbac.NODE_USER])
+        return env
 
     def pod(self, key: str) -> PodState:
         try:

@@ -2,8 +2,8 @@
 
     calico-lab up [--nodes N] [--subnets 1|2] [--bgp mesh|rr|none] [--tor bird|gobgp
                   [--tor-asn AS]] [--encap none|vxlan|vxlan-crosssubnet] [--internet]
-                  [--datastore embedded|etcdv3] [--dataplane nftables|iptables|iptables-legacy]
-                  [--typha]
+                  [--datastore embedded|etcdv3|kubernetes] [--kube-apiserver]
+                  [--dataplane nftables|iptables|iptables-legacy] [--typha]
     calico-lab status [--json]
     calico-lab node status NODE [-o json]   calicoctl node status of that node's calico-bgpd
     calico-lab node restart NODE calico-bgpd|calico-felix|calico-ipamd [--kill] [--env K=V]...
@@ -14,6 +14,8 @@
     calico-lab probe FROM TO --port P --protocol tcp|udp|sctp     exit 0 connected, 1 not
     calico-lab matrix --port P --protocol tcp[,udp,...]
     calico-lab calicoctl ARGS...        calicoctl against the lab's datastore
+    calico-lab kubectl ARGS...          kubectl against the lab's API server (as admin)
+    calico-lab apiserver restart [--etcd] [--compact] [--down-for S]
     calico-lab conformance --cases FILE --report OUT.json [--nodes N] [--subnets N] [--bgp ..]
                            [--encap ..] [--datastore ..]
     calico-lab demo [--nodes N] [--bgp ..]
@@ -134,6 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     ctl = sub.add_parser("calicoctl", help="run calicoctl against the lab's datastore")
     ctl.add_argument("args", nargs=argparse.REMAINDER)
+    kubectl = sub.add_parser("kubectl", help="run kubectl against the lab's API server (admin)")
+    kubectl.add_argument("args", nargs=argparse.REMAINDER)
+    api = sub.add_parser("apiserver", help="the lab's Kubernetes API server").add_subparsers(
+        dest="apiserver_command", required=True
+    )
+    api_restart = api.add_parser(
+        "restart", help="stop the API server (and its etcd) by PID and start it again"
+    )
+    api_restart.add_argument("--etcd", action="store_true", help="restart its etcd too")
+    api_restart.add_argument(
+        "--compact",
+        action="store_true",
+        help="compact its etcd to the current revision while the API server is down: every "
+        "watch resumes into 410 Gone and lists again",
+    )
+    api_restart.add_argument(
+        "--down-for", type=float, default=0.0, help="seconds to stay down (default 0)"
+    )
 
     conf = sub.add_parser("conformance", help="run a network-policy case file")
     conf.add_argument("--cases", required=True, type=Path)
@@ -180,7 +200,26 @@ def _add_lab_options(parser: argparse.ArgumentParser) -> None:
         "CrossSubnet, VXLAN only between nodes on different subnets; none: plain routing "
         "(default)",
     )
-    parser.add_argument("--datastore", choices=DATASTORES, default="embedded")
+    parser.add_argument(
+        "--datastore",
+        choices=DATASTORES,
+        default="embedded",
+        help="embedded (default): a SQLite file; etcdv3: a lab-owned etcd; kubernetes: a "
+        "lab-owned kube-apiserver (Calico's data as custom resources and Node/Pod fields)",
+    )
+    parser.add_argument(
+        "--kube-apiserver",
+        action="store_true",
+        help="with --datastore etcdv3: run a kube-apiserver too; Nodes, Namespaces, Pods and "
+        "NetworkPolicies are API objects, copied into etcd by calico-kube-controllers",
+    )
+    parser.add_argument(
+        "--kube-apiserver-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="an extra kube-apiserver flag (repeatable), e.g. --etcd-compaction-interval=10s",
+    )
     parser.add_argument("--dataplane", choices=DATAPLANES, default=None)
     parser.add_argument(
         "--typha",
@@ -222,6 +261,8 @@ def _bring_up(args: argparse.Namespace, state_dir: Path, name: str) -> Lab:
         encap=getattr(args, "encap", "none"),
         subnets=args.subnets,
         internet=getattr(args, "internet", False),
+        kube_apiserver=args.kube_apiserver,
+        kube_apiserver_args=args.kube_apiserver_arg,
     )
 
 
@@ -256,6 +297,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
     if lab.state.typha:
         print(f"felix and calico-bgpd read through calico-typha at {lab.state.typha}")
+    if lab.state.kube:
+        kube = lab.state.kube
+        print(
+            f"kube-apiserver https://{kube['address']}:{kube['port']} in network namespace "
+            f"{lab.state.network_netns}; admin kubeconfig {kube['kubeconfig']} "
+            "(`calico-lab kubectl ...`)"
+        )
     if lab.state.tor:
         print(
             f"top-of-rack router {lab.state.tor['kind']} at {bgp.TOR_ADDRESS} "
@@ -304,7 +352,7 @@ def cmd_node_restart(args: argparse.Namespace) -> int:
         try:
             old = node.restart(
                 args.service,
-                lab.datastore_env(),
+                lab.daemon_env(),
                 lab.state.dataplane,
                 lab.state.typha,
                 kill=args.kill,
@@ -416,6 +464,51 @@ def cmd_calicoctl(args: argparse.Namespace) -> int:
     os.execve(program, [program, *args.args], env)
 
 
+def cmd_kubectl(args: argparse.Namespace) -> int:
+    """kubectl as admin with the lab's kubeconfig, from node-1's namespace (where the API
+    server's address is reachable)."""
+    from lab import apiserver, kubeapi
+
+    state_dir, _ = _state_dir(args)
+    lab = Lab.load(state_dir)
+    try:
+        kubeconfig = kubeapi.admin_kubeconfig(lab.state)
+    except kubeapi.KubeApiError as exc:
+        raise LabError(str(exc)) from None
+    program = apiserver.binary("kubectl")
+    if program is None:
+        raise LabError(apiserver.missing_binaries() or "kubectl not found")
+    lab.enter()
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    os.execve(str(program), [str(program), *args.args], env)
+
+
+def cmd_apiserver(args: argparse.Namespace) -> int:
+    """`apiserver restart`: the lab's API server (and its etcd) stopped and started again."""
+    from lab import kubeapi
+
+    state_dir, _ = _state_dir(args)
+    with locked(state_dir):
+        lab = Lab.load(state_dir)
+        started = time.monotonic()
+        try:
+            done = kubeapi.restart(
+                lab.state,
+                lab.save,
+                with_etcd=args.etcd,
+                compact_etcd=args.compact,
+                down_for=args.down_for,
+            )
+        except kubeapi.KubeApiError as exc:
+            raise LabError(str(exc)) from None
+    for name, pid in done["stopped"].items():
+        print(f"{name}: pid {pid} stopped; started pid {done['started'][name]}")
+    if "compacted" in done:
+        print(f"kube-etcd compacted at revision {done['compacted']}")
+    print(f"API server ready again after {time.monotonic() - started:.1f}s")
+    return EXIT_OK
+
+
 def cmd_conformance(args: argparse.Namespace) -> int:
     from lab.conformance import report
     from lab.conformance.cases import load_cases
@@ -464,6 +557,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         + ([f"--encap {args.encap}"] if args.encap != "none" else [])
         + ([f"--dataplane {args.dataplane}"] if args.dataplane else [])
         + (["--typha"] if args.typha else [])
+        + (["--kube-apiserver"] if args.kube_apiserver else [])
     )
     with locked(state_dir, create=True):
         return run_demo(state_dir, command, lambda: _bring_up(args, state_dir, name))
@@ -479,6 +573,8 @@ COMMANDS = {
     "probe": cmd_probe,
     "matrix": cmd_matrix,
     "calicoctl": cmd_calicoctl,
+    "kubectl": cmd_kubectl,
+    "apiserver": cmd_apiserver,
     "conformance": cmd_conformance,
     "demo": cmd_demo,
 }

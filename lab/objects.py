@@ -18,21 +18,27 @@ from libcalico.resources import ResourceClient, ResourceNotFoundError
 
 
 def datastore_config(data: Mapping[str, Any]) -> DatastoreConfig:
+    """The lab's datastore record (type, path, etcd_endpoints, kubeconfig) as libcalico's."""
     return DatastoreConfig(
         type=str(data.get("type", "embedded")),
         path=str(data.get("path", "")),
         etcd_endpoints=tuple(data.get("etcd_endpoints") or ()),
+        kubeconfig=str(data["kubeconfig"]) if data.get("kubeconfig") else None,
     )
 
 
 def datastore_env(data: Mapping[str, Any]) -> dict[str, str]:
-    """The environment a daemon or calicoctl needs to reach the lab's datastore."""
+    """The environment a daemon or calicoctl needs to reach the lab's datastore (on the
+    kubernetes datastore: KUBECONFIG too)."""
     config = datastore_config(data)
-    return {
+    env = {
         "DATASTORE_TYPE": config.type,
         "CALICO_DATASTORE_PATH": config.path,
         "ETCD_ENDPOINTS": ",".join(config.etcd_endpoints),
     }
+    if config.kubeconfig:
+        env["KUBECONFIG"] = config.kubeconfig
+    return env
 
 
 @asynccontextmanager

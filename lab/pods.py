@@ -1,10 +1,12 @@
-"""Pods in a lab: objects in the datastore, a namespace, the CNI plugin, the pod's server.
+"""Pods in a lab: objects, a namespace, the CNI plugin, the pod's server.
 
 Creating a pod does what an API server plus a kubelet would: write the Namespace (when new)
-and the Pod object, make the pod's network namespace, start its server process inside it, run
-the `calico` CNI plugin's ADD on the pod's node, and wait for the server to report its ports
-bound. Several pods, on any nodes, are created concurrently. Removal runs DEL on the pod's
-node, stops the server and deletes the namespace.
+and the Pod object (into the datastore, or to the lab's API server when it runs one:
+lab/store.py), make the pod's network namespace, start its server process inside it, run
+the `calico` CNI plugin's ADD on the pod's node, write the pod's status (podIPs, Running)
+where Pods are API objects, and wait for the server to report its ports bound. Several pods,
+on any nodes, are created concurrently. Removal runs DEL on the pod's node, stops the server
+and deletes the namespace.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from lab.lab import Lab, LabError, netns_prefix
 from lab.podserver import parse_serve
 from lab.processes import ProcessRecord, is_alive, log_tail, reap, start_detached, stop
 from lab.state import PodState
-from libcalico.resources import ResourceNotFoundError
+from lab.store import LabStore
 
 READY_TIMEOUT = 15.0
 DEFAULT_SERVE = "tcp:80,udp:80"
@@ -129,18 +131,9 @@ async def ensure_namespaces(
     lab: Lab, labels_by_namespace: Mapping[str, Mapping[str, str] | None]
 ) -> None:
     """Create missing Namespace objects; given labels replace an existing one's labels."""
-    async with objects.resource_client(lab.state.datastore) as client:
-        writes = []
+    async with LabStore(lab.state) as store:
         for name, labels in labels_by_namespace.items():
-            try:
-                await client.get("Namespace", name)
-                if labels is None:
-                    continue
-            except ResourceNotFoundError:
-                pass
-            writes.append(objects.namespace(name, labels))
-        if writes:
-            await client.apply_all(writes, "apply")
+            await store.ensure_namespace(name, labels)
 
 
 async def create_pods(lab: Lab, specs: Sequence[PodSpec], node_name: str | None = None) -> None:
@@ -152,13 +145,12 @@ async def create_pods(lab: Lab, specs: Sequence[PodSpec], node_name: str | None 
         if spec.key in lab.state.pods:
             raise LabError(f"pod {spec.key} already exists")
     await ensure_namespaces(lab, {spec.namespace: None for spec in specs})
-    async with objects.resource_client(lab.state.datastore) as client:
-        await client.apply_all(
+    async with LabStore(lab.state) as store:
+        await store.apply_all(
             [
                 objects.pod(spec.namespace, spec.name, node.name, spec.labels, spec.serve)
                 for spec, node in placed
-            ],
-            "apply",
+            ]
         )
     pods: list[PodState] = []
     try:
@@ -184,7 +176,7 @@ async def create_pods(lab: Lab, specs: Sequence[PodSpec], node_name: str | None 
             await remove_pods(lab, [p.key for p in pods], delete_objects=True)
         raise
 
-    async def plumb(pod: PodState) -> None:
+    async def plumb(pod: PodState, store: LabStore) -> None:
         node = lab.node(pod.node)
         result = await cni.add(
             node.cni_config(),
@@ -199,9 +191,11 @@ async def create_pods(lab: Lab, specs: Sequence[PodSpec], node_name: str | None 
         pod.host_interface = cni.result_host_interface(result)
         if not pod.ips:
             raise LabError(f"CNI ADD for {pod.key} returned no address: {result}")
+        await store.set_pod_running(pod.namespace, pod.name, pod.ips, node.address)
         await _wait_ready(lab, pod)
 
-    outcomes = await asyncio.gather(*(plumb(p) for p in pods), return_exceptions=True)
+    async with LabStore(lab.state) as store:
+        outcomes = await asyncio.gather(*(plumb(p, store) for p in pods), return_exceptions=True)
     lab.save()
     failed = [p.key for p, o in zip(pods, outcomes, strict=True) if isinstance(o, BaseException)]
     if failed:
@@ -243,9 +237,8 @@ async def remove_pods(lab: Lab, keys: Sequence[str], delete_objects: bool = True
         del lab.state.pods[pod.key]
     lab.save()
     if delete_objects:
-        async with objects.resource_client(lab.state.datastore) as client:
-            await objects.delete_if_present(
-                client,
+        async with LabStore(lab.state) as store:
+            await store.delete_if_present(
                 [
                     {
                         "apiVersion": "v1",
@@ -261,20 +254,18 @@ async def remove_pods(lab: Lab, keys: Sequence[str], delete_objects: bool = True
 
 async def label_pod(lab: Lab, key: str, change: Mapping[str, str | None]) -> dict[str, str]:
     pod = lab.pod(key)
-    async with objects.resource_client(lab.state.datastore) as client:
-        current = await client.get("Pod", pod.name, pod.namespace)
-        labels = merge_labels(current["metadata"].get("labels") or {}, change)
-        await objects.set_labels(client, "Pod", pod.name, pod.namespace, labels)
+    async with LabStore(lab.state) as store:
+        labels = merge_labels(await store.labels("Pod", pod.name, pod.namespace), change)
+        await store.set_labels("Pod", pod.name, pod.namespace, labels)
     pod.labels = labels
     lab.save()
     return labels
 
 
 async def label_namespace(lab: Lab, name: str, change: Mapping[str, str | None]) -> dict[str, str]:
-    async with objects.resource_client(lab.state.datastore) as client:
-        current = await client.get("Namespace", name)
-        labels = merge_labels(current["metadata"].get("labels") or {}, change)
-        await objects.set_labels(client, "Namespace", name, None, labels)
+    async with LabStore(lab.state) as store:
+        labels = merge_labels(await store.labels("Namespace", name, None), change)
+        await store.set_labels("Namespace", name, None, labels)
     return labels
 
 

@@ -134,7 +134,8 @@ class NodeState:
 class LabState:
     name: str
     state_dir: Path
-    datastore: dict[str, Any] = field(default_factory=dict)  # type, path, etcd_endpoints
+    # type, path, etcd_endpoints, kubeconfig (admin's, on the kubernetes datastore)
+    datastore: dict[str, Any] = field(default_factory=dict)
     dataplane: str | None = None
     # Processes serving the whole lab rather than one node (a lab-owned etcd).
     infra: dict[str, ProcessRecord] = field(default_factory=dict)
@@ -156,6 +157,10 @@ class LabState:
     # The outside host (--internet), when there is one: {"netns": ..., "address":
     # "198.51.100.1", "port": 80}; its server is infra["outside-server"].
     outside: dict[str, Any] = field(default_factory=dict)
+    # The lab's Kubernetes API server, when it runs one (lab/kubeapi.py): address, port,
+    # work_dir, etcd_url, netns, kubeconfig (admin's), kubeconfigs (user -> path); its two
+    # processes are infra["kube-etcd"] and infra["kube-apiserver"].
+    kube: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -184,6 +189,7 @@ class LabState:
             "encap": self.encap,
             "subnets": self.subnets,
             "outside": self.outside,
+            "kube": self.kube,
             "nodes": [n.to_json() for n in self.nodes],
             "pods": {k: p.to_json() for k, p in self.pods.items()},
         }
@@ -214,6 +220,7 @@ class LabState:
             encap=str(data.get("encap") or "none"),
             subnets=int(data.get("subnets") or 1),
             outside=dict(data.get("outside") or {}),
+            kube=dict(data.get("kube") or {}),
             nodes=[NodeState.from_json(n) for n in data.get("nodes") or []],
             pods={k: PodState.from_json(v) for k, v in (data.get("pods") or {}).items()},
         )

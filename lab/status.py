@@ -2,8 +2,8 @@
 
 The record names the nodes, their processes and the pods; liveness comes from /proc, BGP
 sessions from each node's calico-bgpd (GetStatus) and from the top-of-rack router, Typha's
-clients from Typha. A part that does not answer is reported, never fatal: status is what one
-runs when something is broken.
+clients from Typha, the API server's readiness from its /readyz. A part that does not answer is
+reported, never fatal: status is what one runs when something is broken.
 """
 
 from __future__ import annotations
@@ -125,6 +125,33 @@ def _typha(lab: Lab) -> dict[str, Any] | None:
         return {"address": lab.state.typha, "error": str(exc)}
 
 
+def _apiserver(lab: Lab) -> dict[str, Any] | None:
+    """The lab's kube-apiserver: where, its and its etcd's PIDs, and whether /readyz is ok."""
+    if not lab.state.kube:
+        return None
+    from lab import kubeapi
+
+    kube = lab.state.kube
+    out: dict[str, Any] = {
+        "url": f"https://{kube['address']}:{kube['port']}",
+        "kubeconfig": kube["kubeconfig"],
+        "ready": False,
+        "error": "",
+    }
+    for key, name in (("apiserver", kubeapi.APISERVER), ("etcd", kubeapi.ETCD)):
+        record = lab.state.infra.get(name)
+        out[f"{key}_pid"] = record.pid if record else None
+        out[f"{key}_alive"] = bool(record and is_alive(record))
+    try:
+        status = kubeapi.server_of(lab.state).get("/readyz", timeout=2.0)
+        out["ready"] = status == 200
+        if status != 200:
+            out["error"] = f"/readyz answered {status}"
+    except Exception as exc:  # status reports a broken API server, it does not fail on it
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
 def _outside(lab: Lab) -> dict[str, Any] | None:
     if not lab.state.outside:
         return None
@@ -168,6 +195,7 @@ def gather(lab: Lab) -> dict[str, Any]:
         "subnets": lab.state.subnets,
         "outside": _outside(lab),
         "typha": _typha(lab),
+        "apiserver": _apiserver(lab),
         "tor": _tor(lab),
         "nodes": [
             {
@@ -196,6 +224,15 @@ def render(data: dict[str, Any]) -> str:
         out = data["outside"]
         present = "present" if out["netns_exists"] else "MISSING"
         lines.append(f"outside {out['address']}:{out['port']}: netns {out['netns']} ({present})")
+    api = data.get("apiserver")
+    if api:
+        state = "ready" if api["ready"] else "NOT READY"
+        lines.append(
+            f"kube-apiserver {api['url']}: {state} (pid {api['apiserver_pid']}"
+            f"{'' if api['apiserver_alive'] else ' DEAD'}, etcd pid {api['etcd_pid']}"
+            f"{'' if api['etcd_alive'] else ' DEAD'}); kubeconfig {api['kubeconfig']}"
+            + (f"; {api['error']}" if api["error"] else "")
+        )
     for node in data["nodes"]:
         present = "present" if node["netns_exists"] else "MISSING"
         lines.append(f"node {node['name']} {node['address']}: netns {node['netns']} ({present})")

@@ -6,7 +6,9 @@ nodes, so on a multi-node lab most probes cross nodes over BGP-learned routes); 
 step: delete the referenced objects, apply the step's objects (placeholders substituted),
 change labels, and poll each probe until the observed table equals the expected one or
 POLL_DEADLINE passes. Afterwards every pod is removed through CNI DEL and every object the
-case made is deleted; the nodes and their daemons stay up for the next case.
+case made is deleted; the nodes and their daemons stay up for the next case. Where the lab
+runs an API server, Kubernetes kinds (namespaces, pods, NetworkPolicy, label changes) go
+through it and Calico kinds into the datastore, as calicoctl would write them (lab/store.py).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from lab.lab import Lab
 from lab.matrix import endpoint_of
 from lab.pods import PodSpec, create_pods, ensure_namespaces, remove_pods
 from lab.prober import ProbeUnsupportedError, probe_pairs
-from libcalico.resources import ResourceClient
+from lab.store import LabStore
 
 POLL_DEADLINE = 10.0
 PROBE_TIMEOUT = 1.0
@@ -142,10 +144,9 @@ class CaseRun:
             await remove_pods(self.lab, keys, delete_objects=True)
         except Exception as exc:
             errors.append(str(exc))
-        async with objects.resource_client(self.lab.state.datastore) as client:
-            await objects.delete_if_present(client, list(self.made.values()))
-            await objects.delete_if_present(
-                client,
+        async with LabStore(self.lab.state) as store:
+            await store.delete_if_present(list(self.made.values()))
+            await store.delete_if_present(
                 [
                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
                     for ns in self.case.namespaces
@@ -158,29 +159,28 @@ class CaseRun:
 
     async def change(self, step: Step) -> None:
         pod_ips = {key: pod.ip for key, pod in self.lab.state.pods.items()}
-        async with objects.resource_client(self.lab.state.datastore) as client:
+        async with LabStore(self.lab.state) as store:
             if step.delete:
                 refs = [_ref(r) for r in step.delete]
-                await client.delete_all(refs)
+                await store.delete_all(refs)
                 for ref in refs:
                     self.made.pop(_ref_key(ref), None)
             if step.apply:
                 objs = [substitute(o, pod_ips) for o in step.apply]
-                await client.apply_all(objs, "apply")
+                await store.apply_all(objs)
                 for obj in objs:
                     ref = objects.ref(obj)
                     self.made[_ref_key(ref)] = ref
             for change in step.label_changes:
-                await self.relabel(client, change)
+                await self.relabel(store, change)
 
-    async def relabel(self, client: ResourceClient, change: LabelChange) -> None:
+    async def relabel(self, store: LabStore, change: LabelChange) -> None:
         if change.kind == "namespace":
             kind, name, namespace = "Namespace", change.target, None
         else:
             namespace, _, name = change.target.partition("/")
             kind = "Pod"
-        current = await client.get(kind, name, namespace)
-        labels = dict(current["metadata"].get("labels") or {})
+        labels = await store.labels(kind, name, namespace)
         if change.labels_after is not None:
             labels = dict(change.labels_after)
         else:
@@ -189,7 +189,7 @@ class CaseRun:
                     labels.pop(key, None)
                 else:
                     labels[key] = value
-        await objects.set_labels(client, kind, name, namespace, labels)
+        await store.set_labels(kind, name, namespace, labels)
         if kind == "Pod" and change.target in self.lab.state.pods:
             self.lab.state.pods[change.target].labels = labels
 
