@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -195,8 +196,6 @@ def restart(
     with the same arguments and data; with `compact_etcd`, compact etcd while the API server is
     down (so every client resumes into 410 Gone). `down_for`: seconds to stay down. Returns
     what was done (old and new PIDs, the compacted revision)."""
-    import time
-
     server = server_of(state)
     if server.apiserver is None:
         raise KubeApiError(f"lab {state.name!r}: no {APISERVER} is recorded")
@@ -220,7 +219,8 @@ def restart(
         fresh = server_of(state)
         try:
             if name == ETCD:
-                apiserver.wait_etcd(fresh)
+                with netns.inside(netns.netns_path(state.network_netns)):
+                    apiserver.wait_etcd(fresh)  # on that namespace's loopback
                 if compact_etcd:
                     done["compacted"] = compact(state)
             else:

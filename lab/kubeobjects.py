@@ -265,6 +265,17 @@ class KubeObjects:
         status: dict[str, Any] = {
             "phase": "Running",
             "conditions": conditions,
+            "containerStatuses": [
+                {
+                    "name": "server",
+                    "image": "calico-lab/server",
+                    "imageID": "",
+                    "ready": True,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                }
+            ],
             "hostIP": host_ip,
             "hostIPs": [{"ip": host_ip}],
             "startTime": now,

@@ -1,7 +1,11 @@
-"""The kubernetes datastore (DATASTORE_TYPE=kubernetes): Calico kinds as custom resources.
+"""The kubernetes datastore (DATASTORE_TYPE=kubernetes): Calico kinds as custom resources,
+Kubernetes kinds as themselves, and the Calico kinds Calico derives from them.
 
-Keys map to API objects in kube_keys.py, values to custom resources in kube_values.py; IPAM's
-keys (/calico/ipam/v2/...) to IPAMBlock/BlockAffinity/IPAMHandle/IPAMConfig in kube_ipam.py.
+Keys of Calico's own kinds map to custom resources in kube_keys.py, values in kube_values.py;
+IPAM's keys (/calico/ipam/v2/...) to IPAMBlock/BlockAffinity/IPAMHandle/IPAMConfig in kube_ipam.py.
+Keys of Kubernetes-owned kinds (core kinds, Node, WorkloadEndpoint, the kns./ksa. profiles)
+go to their handlers (kube_kinds.py: KindHandler), each in its own module; `_handler` and
+`_handlers_under` below are the whole dispatch.
 mod_revision is the object's resourceVersion (kube-apiserver serves etcd's one revision counter);
 compare-and-swap is a PUT or DELETE carrying it. HTTP, lists and watches are kube_client.py.
 create_revision has no API equivalent: it is reported as the mod_revision of the read (no
@@ -16,6 +20,7 @@ import builtins
 from collections.abc import AsyncIterator
 from typing import Any
 
+from libcalico.datastore import kube_ipam
 from libcalico.datastore.api import (
     Datastore,
     DatastoreError,
@@ -29,10 +34,11 @@ from libcalico.datastore.api import (
     WatchEvent,
 )
 from libcalico.datastore.common import check_key, check_txn_ops
-from libcalico.datastore import kube_ipam
 from libcalico.datastore.kube_client import KubeClient, KubeResponse, resource_version
+from libcalico.datastore.kube_core import CoreObjects
 from libcalico.datastore.kube_ipam import IpamRef, IpamScope
 from libcalico.datastore.kube_keys import (
+    CALICO_PREFIX,
     ObjectRef,
     Scope,
     collection_path,
@@ -40,11 +46,17 @@ from libcalico.datastore.kube_keys import (
     ref_of,
     scope_for_prefix,
 )
+from libcalico.datastore.kube_kinds import (
+    CORE_KINDS,
+    NAMESPACES,
+    KindHandler,
+    close_stream,
+    merge_streams,
+)
+from libcalico.datastore.kube_nodes import CalicoNodes
 from libcalico.datastore.kube_values import from_custom_resource, revision_of, to_custom_resource
 from libcalico.datastore.ordered_txn import apply_in_order
-from libcalico.resources.crds import CALICO_CRDS, CRD_API_VERSION
-
-_REVISION_KIND = next(crd for crd in CALICO_CRDS if crd.kind == "ClusterInformation")
+from libcalico.resources.crds import CRD_API_VERSION
 
 # ---- which mapping a key uses: IPAM's keys are kube_ipam.py's, the rest kube_keys.py's ----
 
@@ -91,6 +103,29 @@ class KubernetesDatastore(Datastore):
 
     def __init__(self, kubeconfig: str | None = None) -> None:
         self._client = KubeClient(kubeconfig)
+        self._owned: tuple[KindHandler, ...] = (
+            *(CoreObjects(self._client, kind) for kind in CORE_KINDS),
+            CalicoNodes(self._client),
+        )
+
+    # ---- dispatch: Kubernetes-owned kinds to their handlers, the rest to custom resources ----
+
+    def _handler(self, key: str) -> KindHandler | None:
+        return next((handler for handler in self._owned if handler.owns(key)), None)
+
+    def _handlers_under(self, prefix: str) -> builtins.list[KindHandler]:
+        """The owned kinds a list/watch prefix spans: every kind under it (`.../core/`), or
+        the one kind it lies in."""
+        under = [handler for handler in self._owned if handler.prefix.startswith(prefix)]
+        if under and CALICO_PREFIX.startswith(prefix):
+            raise DatastoreError(
+                f"{prefix}: spans Calico's custom resources and Kubernetes-owned kinds; the "
+                "kubernetes datastore lists and watches one kind (or one API group) at a time"
+            )
+        if under:
+            return under
+        handler = self._handler(prefix)
+        return [handler] if handler is not None else []
 
     async def _request(
         self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
@@ -113,13 +148,17 @@ class KubernetesDatastore(Datastore):
 
     async def get(self, key: str) -> KeyValue:
         check_key(key)
+        if (handler := self._handler(key)) is not None:
+            return await handler.get(key)
         ref = _ref_for_key(key)
         obj = await self._get_object(ref)
         if obj is None:
             raise KeyNotFoundError(key)
         return self._kv(ref, obj)
 
-    async def _list_scope(self, scope: Scope | IpamScope) -> tuple[builtins.list[dict[str, Any]], int]:
+    async def _list_scope(
+        self, scope: Scope | IpamScope
+    ) -> tuple[builtins.list[dict[str, Any]], int]:
         try:
             return await self._client.list(scope.path)
         except DatastoreError as error:
@@ -130,6 +169,17 @@ class KubernetesDatastore(Datastore):
             raise
 
     async def list(self, prefix: str) -> ListResult:
+        handlers = self._handlers_under(prefix)
+        if not handlers:
+            return await self._list_custom_resources(prefix)
+        results = [await handler.list(prefix) for handler in handlers]
+        if len(results) == 1:
+            return results[0]
+        items = sorted((kv for result in results for kv in result.items), key=lambda kv: kv.key)
+        # Watching from the oldest list's revision replays a few events: harmless.
+        return ListResult(items, min(result.revision for result in results))
+
+    async def _list_custom_resources(self, prefix: str) -> ListResult:
         scope = _scope_for_prefix(prefix)
         objects, revision = await self._list_scope(scope)
         kvs = []
@@ -142,16 +192,21 @@ class KubernetesDatastore(Datastore):
 
     async def current_revision(self) -> int:
         response = await self._request(
-            "GET", collection_path(_REVISION_KIND, None), params={"limit": "1"}
+            # Namespaces: always served, CRDs installed or not.
+            "GET",
+            NAMESPACES.collection_path(),
+            params={"limit": "1"},
         )
         if response.status != 200:
-            raise response.error("current revision (list clusterinformations)")
+            raise response.error("current revision (list namespaces)")
         return int((response.body.get("metadata") or {}).get("resourceVersion", 0))
 
     # ---- writes ----
 
     async def create(self, key: str, value: bytes) -> KeyValue:
         check_key(key)
+        if (handler := self._handler(key)) is not None:
+            return await handler.create(key, value)
         ref = _ref_for_key(key)
         body = _to_object(ref, value)
         response = await self._request("POST", collection_path(ref.crd, ref.namespace), body)
@@ -169,6 +224,8 @@ class KubernetesDatastore(Datastore):
 
     async def update(self, key: str, value: bytes, revision: int) -> KeyValue:
         check_key(key)
+        if (handler := self._handler(key)) is not None:
+            return await handler.update(key, value, revision)
         ref = _ref_for_key(key)
         body = _to_object(ref, value)
         body["metadata"]["resourceVersion"] = str(revision)
@@ -187,6 +244,8 @@ class KubernetesDatastore(Datastore):
     async def put(self, key: str, value: bytes) -> KeyValue:
         # Custom resources allow no unconditional PUT: read the revision, then compare-and-swap.
         check_key(key)
+        if (handler := self._handler(key)) is not None:
+            return await handler.put(key, value)
         ref = _ref_for_key(key)
         while True:
             obj = await self._get_object(ref)
@@ -199,6 +258,8 @@ class KubernetesDatastore(Datastore):
 
     async def delete(self, key: str, revision: int | None = None) -> KeyValue:
         check_key(key)
+        if (handler := self._handler(key)) is not None:
+            return await handler.delete(key, revision)
         ref = _ref_for_key(key)
         while True:
             obj = await self._get_object(ref)
@@ -231,6 +292,21 @@ class KubernetesDatastore(Datastore):
     # ---- watch ----
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+        handlers = self._handlers_under(prefix)
+        stream = (
+            merge_streams([handler.watch(prefix, start_revision) for handler in handlers])
+            if handlers
+            else self._watch_custom_resources(prefix, start_revision)
+        )
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await close_stream(stream)
+
+    async def _watch_custom_resources(
+        self, prefix: str, start_revision: int
+    ) -> AsyncIterator[WatchEvent]:
         scope = _scope_for_prefix(prefix)
         # Kubernetes sends what is strictly newer than resourceVersion; the contract includes
         # start_revision.

@@ -3,6 +3,7 @@
 kube_api  module; a running lab.apiserver.ApiServer (admin, plus `nobody`, a user with a token
           and no rights), stopped by PID and its work dir removed afterwards. Skips, printing
           why, when scripts/build-kube.sh has not built the binaries (no Go toolchain).
+crds      module; kube_api with Calico's CRDs installed (k8s/crds/calico-crds.yaml).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.apiserver import ApiServer, start, stop_server
+from lab.apiserver import ApiServer, install_calico_crds, start, stop_server
 from tests.kube.kubekit import NO_RIGHTS_USER, kube_binaries_missing
 
 
@@ -27,3 +28,9 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     finally:
         report = stop_server(server)
         assert not report.problems, report.problems
+
+
+@pytest.fixture(scope="module")
+def crds(kube_api: ApiServer) -> ApiServer:
+    install_calico_crds(kube_api)
+    return kube_api

@@ -9,15 +9,11 @@ as a process with DATASTORE_TYPE=kubernetes and the admin's KUBECONFIG, as a use
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.apiserver import ApiServer, install_calico_crds
+from lab.apiserver import ApiServer
 from libcalico.config import DatastoreConfig
 from libcalico.datastore import (
     DatastoreError,
@@ -27,29 +23,8 @@ from libcalico.datastore import (
     connect,
 )
 from tests.fixtures.watch import collect
-
-CALICOCTL = str(Path(sys.executable).parent / "calicoctl")
-
-
-@pytest.fixture(scope="module")
-def crds(kube_api: ApiServer) -> ApiServer:
-    install_calico_crds(kube_api)
-    return kube_api
-
-
-def _calicoctl(server: ApiServer, *args: str, stdin: str | None = None) -> str:
-    env = {**os.environ, "DATASTORE_TYPE": "kubernetes", "KUBECONFIG": str(server.kubeconfig)}
-    proc = subprocess.run(
-        [CALICOCTL, *args], input=stdin, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, f"calicoctl {' '.join(args)}: {proc.stdout}{proc.stderr}"
-    return proc.stdout
-
-
-def _kubectl(server: ApiServer, *args: str, stdin: str | None = None) -> str:
-    proc = server.kubectl(list(args), input=stdin)
-    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
+from tests.kube.kubekit import calicoctl as _calicoctl
+from tests.kube.kubekit import kubectl as _kubectl
 
 
 def test_calicoctl_apply_of_an_ippool_shows_in_kubectl(crds: ApiServer) -> None:
