@@ -16,6 +16,7 @@ import builtins
 from collections.abc import AsyncIterator
 from typing import Any
 
+from libcalico.datastore import kube_ipam
 from libcalico.datastore.api import (
     Datastore,
     DatastoreError,
@@ -29,7 +30,6 @@ from libcalico.datastore.api import (
     WatchEvent,
 )
 from libcalico.datastore.common import check_key, check_txn_ops
-from libcalico.datastore import kube_ipam
 from libcalico.datastore.kube_client import KubeClient, KubeResponse, resource_version
 from libcalico.datastore.kube_ipam import IpamRef, IpamScope
 from libcalico.datastore.kube_keys import (
@@ -119,7 +119,9 @@ class KubernetesDatastore(Datastore):
             raise KeyNotFoundError(key)
         return self._kv(ref, obj)
 
-    async def _list_scope(self, scope: Scope | IpamScope) -> tuple[builtins.list[dict[str, Any]], int]:
+    async def _list_scope(
+        self, scope: Scope | IpamScope
+    ) -> tuple[builtins.list[dict[str, Any]], int]:
         try:
             return await self._client.list(scope.path)
         except DatastoreError as error:
