@@ -2,7 +2,8 @@
 
 ipam show [--show-blocks] [-o json]       pools with size and use (and every block)
 ipam check [-o json] [--report FILE]      consistency report (leaks, orphan blocks, ...)
-ipam release --ip IP | --from-report FILE release one address, or a report's leaks
+ipam release --ip IP | --from-report FILE release one address, or a report's leaks (and
+                                          trim its leaked handle counts)
 ipam configure [--strictaffinity=true|false] [--max-blocks-per-host=N]
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -111,12 +113,35 @@ async def _check(ds: Datastore, args: argparse.Namespace) -> int:
             f"handle counts {item['handleCount']}, block holds {item['blockCount']}"
         )
         print(f"handle mismatch: {item['handle']}{where}: {detail}")
+    for item in report["leakedHandles"]:
+        print(
+            f"leaked handle: {item['handle']} counts {item['handleCount']} in block "
+            f"{item['block']}, which holds {item['blockCount']}"
+        )
     if args.report:
         print(f"report written to {args.report}")
     return 0
 
 
 # -- release --------------------------------------------------------------------------------
+
+
+def _handle_trims(args: argparse.Namespace) -> list[tuple[str, Any, int]]:
+    """(handle, block, excess) for each leaked handle of the report."""
+    if not args.from_report:
+        return []
+    try:
+        report = json.loads(Path(args.from_report).read_text())
+        return [
+            (
+                str(item["handle"]),
+                ipaddress.ip_network(item["block"]),
+                int(item["handleCount"]) - int(item["blockCount"]),
+            )
+            for item in report.get("leakedHandles", [])
+        ]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{args.from_report}: not an ipam check report ({exc})") from None
 
 
 def _release_specs(args: argparse.Namespace) -> list[Any]:
@@ -145,9 +170,13 @@ async def _release(ds: Datastore, args: argparse.Namespace) -> int:
     from services.ipam.allocator import Allocator
 
     specs = _release_specs(args)
+    trims = _handle_trims(args)
     allocator = Allocator(ds, CALICOCTL_NODE, cache=False)
+    trimmed = 0
     try:
         result = await allocator.release_ips(specs)
+        for handle_id, block, excess in trims:
+            trimmed += bool(await allocator.trim_handle(handle_id, block, excess))
     finally:
         await allocator.close()
     for ip in result.released:
@@ -159,6 +188,8 @@ async def _release(ds: Datastore, args: argparse.Namespace) -> int:
     for ip in result.unallocated:
         print(f"skipped {ip}: no longer allocated as reported (released or reassigned since)")
     print(f"released {len(result.released)} of {len(specs)} reported leak(s)")
+    if trims:
+        print(f"trimmed {trimmed} of {len(trims)} reported leaked handle count(s)")
     return 0
 
 

@@ -258,7 +258,9 @@ def value_of(ref: IpamRef, obj: dict[str, Any]) -> bytes:
     try:
         stored_key = _key_from_spec(ref.crd, obj)
     except ValueError as error:
-        raise DatastoreError(f"{ref.key}: {ref.crd.kind} {ref.name} has a bad spec: {error}")
+        raise DatastoreError(
+            f"{ref.key}: {ref.crd.kind} {ref.name} has a bad spec: {error}"
+        ) from None
     if stored_key != ref.key:
         raise DatastoreError(
             f"{ref.key}: {ref.crd.kind} {ref.name} holds {stored_key}: the two keys map to one "

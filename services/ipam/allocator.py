@@ -5,7 +5,11 @@ an operation of the group committer (committer.py): operations stage their chang
 committer writes them in one compare-and-swap transaction. Block claims are the exception:
 they write directly, in Calico's two phases (pending affinity, block, confirmed affinity), so a
 crash half-way leaves a pending affinity that counts as not owned and is finished or undone by
-the next claim.
+the node's next assignment (_settle_affinity).
+
+On a datastore whose txn is ordered writes (kubernetes: Datastore.atomic_txn False) releasing an
+empty block is Calico's three steps after the batch is written (affinity pendingDeletion,
+block deleted, affinity deleted) instead of part of the batch's transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ import ipaddress
 import logging
 from dataclasses import dataclass, field
 
-from libcalico.datastore import Datastore, KeyExistsError, KeyNotFoundError, RevisionConflictError
+from libcalico.datastore import (
+    Datastore,
+    DatastoreError,
+    KeyExistsError,
+    KeyNotFoundError,
+    RevisionConflictError,
+)
 from libcalico.ipam_block import host_affinity
 from services.ipam import keys
 from services.ipam.cluster import ClusterView, selects_node
@@ -38,6 +48,7 @@ from services.ipam.store import IpamStore, Versioned
 
 log = logging.getLogger(__name__)
 
+CONFLICTS = (KeyExistsError, KeyNotFoundError, RevisionConflictError)
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
@@ -239,6 +250,27 @@ class Allocator:
                 out.append(ipaddress.ip_interface(f"{block.value.ip_of(ordinal)}/{cidr.prefixlen}"))
         return out
 
+    async def trim_handle(self, handle_id: str, cidr: Network, excess: int) -> int:
+        """Stop a handle counting addresses its block does not hold, at most `excess` of them
+        (what an `ipam check` report saw): the leak an ordered write interrupted between a
+        handle and its block leaves (KUBERNETES.md). Returns how many counts were dropped."""
+        check_handle(handle_id)
+
+        async def op(stg: Staging) -> int:
+            handle = await stg.get_handle(handle_id)
+            if handle is None:
+                return 0
+            block = await stg.peek_block(cidr)
+            held = len(block.ordinals_of_handle(handle_id)) if block is not None else 0
+            drop = min(excess, handle.blocks.get(str(cidr), 0) - held)
+            if drop <= 0:
+                return 0
+            handle.remove(cidr, drop)
+            stg.put_handle(handle)
+            return drop
+
+        return await self.committer.run(op)
+
     async def list_node_handles(self, prefix: str = "") -> dict[str, list[IPInterface]]:
         """Handles (starting with `prefix`) holding addresses allocated for this node, with
         those addresses: what a CNI plugin's GC compares with the runtime's attachments.
@@ -286,7 +318,10 @@ class Allocator:
                     )
                 chosen.append(match[0])
             return chosen
-        labels = await self.cluster.node_labels(self.node)
+        # The node's labels only matter to a pool that selects nodes (one read fewer, and no
+        # Node needed for the default `all()`).
+        selective = any(p.node_selector.strip() != "all()" for p in pools)
+        labels = await self.cluster.node_labels(self.node) if selective else {}
         eligible = [
             p
             for p in pools
@@ -353,10 +388,12 @@ class Allocator:
             for aff in await stg.node_affinities(self.node, version):
                 if len(got) >= count:
                     break
-                if aff.state is AffinityState.CONFIRMED and in_pools(aff.cidr):
-                    got += await self._take_affine(
-                        stg, aff.cidr, count - len(got), handle_id, attrs
-                    )
+                if not in_pools(aff.cidr):
+                    continue
+                settled = aff.state is AffinityState.CONFIRMED
+                if not settled and not await self._settle_affinity(stg, aff):
+                    continue
+                got += await self._take_affine(stg, aff.cidr, count - len(got), handle_id, attrs)
 
         # 2. Claim new blocks.
         while len(got) < count and config.auto_allocate_blocks:
@@ -452,6 +489,39 @@ class Allocator:
         stg.adopt(aff_key, aff, aff_kv.mod_revision)
         return block.copy()
 
+    async def _settle_affinity(self, stg: Staging, aff: BlockAffinity) -> bool:
+        """Finish what left one of this node's affinities pending or pendingDeletion.
+
+        Claims and stepwise releases run one at a time in this node's one process, so such an
+        affinity is what a crash between their writes left. If the block exists and is this
+        node's, the affinity is confirmed again (the claim completes; the release is undone
+        and happens again when the block next empties); otherwise it is withdrawn. True when
+        the block is now this node's, confirmed.
+        """
+        key = keys.affinity_key(self.node, aff.cidr)
+        block = await stg.peek_block(aff.cidr)
+        found = await self.store.affinity(self.node, aff.cidr, fresh=True)
+        self.store.invalidate(key)  # changed below, or stale: the node's lists are re-read
+        try:
+            if found is None:
+                stg.adopt(key, None, None)
+                return False
+            if block is None or block.affinity != self.affinity:
+                await self.datastore.delete(key, revision=found.revision)
+                log.info("node %s withdrew its unfinished affinity to %s", self.node, aff.cidr)
+                stg.adopt(key, None, None)
+                return False
+            confirmed = BlockAffinity(self.node, aff.cidr, AffinityState.CONFIRMED)
+            if found.value.state is not AffinityState.CONFIRMED:
+                kv = await self.datastore.update(key, confirmed.to_bytes(), found.revision)
+                log.info("node %s confirmed its unfinished affinity to %s", self.node, aff.cidr)
+                stg.adopt(key, confirmed, kv.mod_revision)
+            else:
+                stg.adopt(key, confirmed, found.revision)
+            return True
+        except CONFLICTS:
+            return False  # changed meanwhile: left for the next look
+
     # -- release ----------------------------------------------------------------------------
 
     async def _find_block_cidr(self, ip: IPAddress, pools: list[Pool]) -> Network | None:
@@ -501,7 +571,48 @@ class Allocator:
         ]
         if not others:
             return
+        if not self.datastore.atomic_txn:
+            cidr = block.cidr
+            stg.after_commit(lambda: self._release_block_in_steps(node, cidr))
+            return
         if await stg.get_affinity(node, block.cidr) is not None:
             stg.delete_affinity(node, block.cidr)
         stg.delete_block(block.cidr)
         log.info("block %s is empty: released from node %s", block.cidr, node)
+
+    async def _release_block_in_steps(self, node: str, cidr: Network) -> None:
+        """Calico's release of an empty block where a txn is not atomic, after the batch that
+        emptied it is written: the affinity becomes pendingDeletion (no longer owned), the
+        block is deleted at the revision that batch wrote (an address taken from it since
+        keeps it, and the affinity is confirmed again), then the affinity is deleted. A crash
+        between the steps leaves a pendingDeletion affinity, settled by the node's next
+        assignment; never a block two nodes allocate from.
+        """
+        ds = self.datastore
+        aff_key, blk_key = keys.affinity_key(node, cidr), keys.block_key(cidr)
+        block = await self.store.block(cidr)
+        if block is None or not block.value.is_empty or block.value.affine_node != node:
+            return
+        aff = await self.store.affinity(node, cidr, fresh=True)
+        try:
+            marked = None
+            if aff is not None:
+                leaving = BlockAffinity(node, cidr, AffinityState.PENDING_DELETION)
+                marked = await ds.update(aff_key, leaving.to_bytes(), aff.revision)
+            try:
+                await ds.delete(blk_key, revision=block.revision)
+            except KeyNotFoundError:
+                pass  # already gone: only the affinity is left to delete
+            except RevisionConflictError:
+                if marked is not None:  # in use again: it stays this node's
+                    back = BlockAffinity(node, cidr, AffinityState.CONFIRMED)
+                    await ds.update(aff_key, back.to_bytes(), marked.mod_revision)
+                return
+            if marked is not None:
+                await ds.delete(aff_key, revision=marked.mod_revision)
+            log.info("block %s is empty: released from node %s", cidr, node)
+        except DatastoreError as error:
+            log.warning("releasing empty block %s of node %s stopped: %s", cidr, node, error)
+        finally:
+            self.store.invalidate(aff_key)
+            self.store.invalidate(blk_key)

@@ -7,10 +7,14 @@ Problems found:
   duplicates         one address allocated in more than one block
   out_of_block       allocation records that do not fit their block (bad ordinal/attribute,
                      an ordinal both free and allocated, or neither)
-  handle_mismatches  a handle's per-block count that disagrees with the block, or an
-                     allocation whose handle object is missing
+  leaked_handles     a handle counting more addresses in a block than the block holds for it:
+                     what a write interrupted between a handle and its block leaves where a
+                     txn is ordered writes (kubernetes datastore; handles grow first)
+  handle_mismatches  a block holding more of a handle's addresses than the handle counts, or
+                     an allocation whose handle object is missing
 Each leak carries the block, handle and sequence number, so `ipam release --from-report`
-releases exactly what was observed and nothing reassigned since.
+releases exactly what was observed and nothing reassigned since; each leaked handle carries
+the counts seen, and the release drops at most that excess.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Report:
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     out_of_block: list[dict[str, Any]] = field(default_factory=list)
     handle_mismatches: list[dict[str, Any]] = field(default_factory=list)
+    leaked_handles: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -45,6 +50,7 @@ class Report:
             + len(self.duplicates)
             + len(self.out_of_block)
             + len(self.handle_mismatches)
+            + len(self.leaked_handles)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -55,6 +61,7 @@ class Report:
             "duplicates": self.duplicates,
             "outOfBlock": self.out_of_block,
             "handleMismatches": self.handle_mismatches,
+            "leakedHandles": self.leaked_handles,
         }
 
 
@@ -191,15 +198,19 @@ async def run_check(ds: Datastore) -> Report:
             )
             continue
         for cidr in sorted(set(in_blocks) | set(handle.blocks)):
-            if in_blocks.get(cidr, 0) != handle.blocks.get(cidr, 0):
-                report.handle_mismatches.append(
-                    {
-                        "handle": handle_id,
-                        "block": cidr,
-                        "handleCount": handle.blocks.get(cidr, 0),
-                        "blockCount": in_blocks.get(cidr, 0),
-                    }
-                )
+            held, counted_by_handle = in_blocks.get(cidr, 0), handle.blocks.get(cidr, 0)
+            if held == counted_by_handle:
+                continue
+            item = {
+                "handle": handle_id,
+                "block": cidr,
+                "handleCount": counted_by_handle,
+                "blockCount": held,
+            }
+            if counted_by_handle > held:
+                report.leaked_handles.append(item)
+            else:
+                report.handle_mismatches.append(item)
     report.summary = {
         "blocks": len(blocks),
         "allocations": allocations,

@@ -6,6 +6,11 @@ back alone), and commits all their writes in a single compare-and-swap transacti
 process there is therefore never a CAS conflict with itself; a conflict with another process
 invalidates the failing key and the whole batch is re-run, at most `max_attempts` times.
 
+On a datastore whose txn is ordered writes (kubernetes) the batch's writes come in the order
+Staging.txn_ops gives, one write per touched block and handle (a block carries all of the
+batch's allocations in it), and the follow-ups operations queued (Staging.after_commit) run
+once the batch is written, before the callers get their answers.
+
 Linger: a transaction costs the daemon and the datastore far more CPU than one more operation
 in it, so when recent batches had several operations (concurrent callers, typically each
 waiting for its previous reply to come back) the worker waits, idle and at most `linger`
@@ -158,6 +163,11 @@ class Committer:
                     # Back off a little so racing daemons stop colliding in lock-step.
                     await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
                 continue
+            for follow_up in staging.follow_ups:
+                try:
+                    await follow_up()
+                except Exception:  # the batch stands: the follow-up only tidies after it
+                    log.exception("IPAM follow-up after a commit failed")
             for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
                 if fut.done():
                     continue

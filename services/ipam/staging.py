@@ -3,11 +3,15 @@
 Operations read objects through the staging (seeing the batch's earlier changes), change
 copies and put them back. `savepoint`/`rollback` undo one failed operation without losing
 the others. `txn_ops` turns the changes into compare-and-swap writes: CREATE for keys absent
-when first read, UPDATE/DELETE at the revision they were read at.
+when first read, UPDATE/DELETE at the revision they were read at, in an order whose every
+prefix is safe (for a datastore whose txn is ordered writes: the kubernetes one).
+`after_commit` queues work to run once the batch is written (Calico's stepwise release of an
+empty block, on such a datastore).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from libcalico.datastore import TxnOp, TxnOpType
@@ -19,30 +23,46 @@ from services.ipam.store import IpamStore
 StagedObject = Block | Handle | BlockAffinity
 
 
+FollowUp = Callable[[], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     # What the key holds now in this batch (None: absent) and the revision it was read at
-    # (None: absent in the datastore when read). `dirty` marks keys to write.
+    # (None: absent in the datastore when read). `dirty` marks keys to write. `base` is the
+    # value as read (txn_ops compares handles with it).
     value: StagedObject | None
     base_revision: int | None
     dirty: bool
+    base: StagedObject | None = None
 
 
-Savepoint = dict[str, _Entry]
+Savepoint = tuple[dict[str, _Entry], int]
 
 
 class Staging:
     def __init__(self, store: IpamStore) -> None:
         self.store = store
         self._entries: dict[str, _Entry] = {}
+        self._follow_ups: list[FollowUp] = []
 
     # -- savepoints -------------------------------------------------------------------------
 
     def savepoint(self) -> Savepoint:
-        return dict(self._entries)
+        return dict(self._entries), len(self._follow_ups)
 
     def rollback(self, savepoint: Savepoint) -> None:
-        self._entries = dict(savepoint)
+        entries, follow_ups = savepoint
+        self._entries = dict(entries)
+        del self._follow_ups[follow_ups:]
+
+    def after_commit(self, follow_up: FollowUp) -> None:
+        """Run `follow_up` once this batch is written (and not if it is rolled back)."""
+        self._follow_ups.append(follow_up)
+
+    @property
+    def follow_ups(self) -> list[FollowUp]:
+        return list(self._follow_ups)
 
     @property
     def dirty(self) -> bool:
@@ -51,7 +71,7 @@ class Staging:
     # -- generic ----------------------------------------------------------------------------
 
     def _base(self, key: str, value: StagedObject | None, revision: int | None) -> _Entry:
-        entry = _Entry(value, revision, False)
+        entry = _Entry(value, revision, False, value)
         self._entries[key] = entry
         return entry
 
@@ -59,11 +79,12 @@ class Staging:
         entry = self._entries.get(key)
         if entry is None:
             raise AssertionError(f"staging: {key} written before it was read")
-        self._entries[key] = _Entry(value, entry.base_revision, True)
+        self._entries[key] = _Entry(value, entry.base_revision, True, entry.base)
 
-    def adopt(self, key: str, value: StagedObject, revision: int) -> None:
-        """Record an object written outside the batch (a block claim) as the key's base."""
-        self._entries[key] = _Entry(value, revision, False)
+    def adopt(self, key: str, value: StagedObject | None, revision: int | None) -> None:
+        """Record an object written outside the batch (a block claim; None: a deletion) as
+        the key's base."""
+        self._entries[key] = _Entry(value, revision, False, value)
 
     # -- blocks -----------------------------------------------------------------------------
 
@@ -154,20 +175,54 @@ class Staging:
     # -- commit -----------------------------------------------------------------------------
 
     def txn_ops(self) -> tuple[list[TxnOp], list[StagedObject | None]]:
+        """The batch's writes, and what each leaves at its key (None: deleted).
+
+        Ordered so that writing any prefix of them, and stopping, is safe (a datastore without
+        transactions applies them one by one and a crash can stop it anywhere; KUBERNETES.md):
+          1. handles that count more addresses in some block (new ones included), so a handle
+             may count an address its block does not hold yet (a leak `ipam check` reports and
+             `ipam release --from-report` trims) but a block never holds an address its handle
+             does not count;
+          2. blocks;
+          3. affinities (deleted with their empty block, on an atomic datastore only);
+          4. handles that only count less or go away: a block frees an address before its
+             handle stops counting it.
+        A handle that grows in one block and shrinks in another in the same batch (its own
+        release and re-assignment batched together) goes first: for the shrinking block the
+        middle state then holds an address its handle no longer counts, which `ipam check`
+        reports as a handle mismatch; still never one address given twice.
+        """
+        groups: list[list[tuple[str, _Entry]]] = [[], [], [], []]
+        for key, entry in self._entries.items():
+            if not entry.dirty or (entry.value is None and entry.base_revision is None):
+                continue
+            groups[_write_group(entry)].append((key, entry))
         ops: list[TxnOp] = []
         objects: list[StagedObject | None] = []
-        for key, entry in self._entries.items():
-            if not entry.dirty:
-                continue
+        for key, entry in (item for group in groups for item in group):
             if entry.value is not None:
                 raw = entry.value.to_bytes()
                 if entry.base_revision is None:
                     ops.append(TxnOp(TxnOpType.CREATE, key, raw))
                 else:
                     ops.append(TxnOp(TxnOpType.UPDATE, key, raw, entry.base_revision))
-            elif entry.base_revision is not None:
-                ops.append(TxnOp(TxnOpType.DELETE, key, revision=entry.base_revision))
             else:
-                continue
+                ops.append(TxnOp(TxnOpType.DELETE, key, revision=entry.base_revision))
             objects.append(entry.value)
         return ops, objects
+
+
+def _write_group(entry: _Entry) -> int:
+    """Where a write goes in txn_ops' order (see there)."""
+    value = entry.value if entry.value is not None else entry.base
+    if isinstance(value, Block):
+        return 1
+    if isinstance(value, BlockAffinity):
+        return 2
+    new, old = entry.value, entry.base
+    if not isinstance(new, Handle):
+        return 3  # a handle going away
+    if not isinstance(old, Handle):
+        return 0  # a new handle
+    grows = any(count > old.blocks.get(cidr, 0) for cidr, count in new.blocks.items())
+    return 0 if grows else 3

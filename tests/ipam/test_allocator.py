@@ -1,4 +1,6 @@
-"""IPAM semantics against both real datastores (embedded SQLite and etcd), in-process."""
+"""IPAM semantics against both real datastores (embedded SQLite and etcd), in-process, and
+against the embedded store with the kubernetes datastore's txn semantics (ordered writes,
+tests/fixtures/ordered_writes.py): the same outcomes whether a batch is atomic or not."""
 
 from __future__ import annotations
 
@@ -9,14 +11,40 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import pytest_asyncio
 
-from libcalico.datastore import Datastore
+from libcalico.config import DatastoreConfig
+from libcalico.datastore import Datastore, connect
 from services.ipam import keys
 from services.ipam.allocator import Allocator, AssignRequest, ReleaseSpec
 from services.ipam.errors import AddressInUseError, InvalidRequestError, PoolsExhaustedError
 from services.ipam.model import Block, BlockAffinity, Handle
+from tests.fixtures.ordered_writes import OrderedWrites
 from tests.ipam.helpers import put_ipam_config, put_node, put_pool
 
 MakeAllocator = Callable[[str], Allocator]
+
+
+@pytest.fixture(params=["embedded", "etcdv3", "ordered-writes"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def datastore_config(backend: str, request: pytest.FixtureRequest) -> DatastoreConfig:
+    # Overrides the conftest's: the ordered-writes case is the embedded store, wrapped below.
+    config: DatastoreConfig = request.getfixturevalue(
+        "etcd_config" if backend == "etcdv3" else "embedded_config"
+    )
+    return config
+
+
+@pytest_asyncio.fixture
+async def datastore(datastore_config: DatastoreConfig, backend: str) -> AsyncIterator[Datastore]:
+    store = await connect(datastore_config)
+    wrapped = OrderedWrites(store) if backend == "ordered-writes" else store
+    try:
+        yield wrapped
+    finally:
+        await wrapped.close()
 
 
 @pytest_asyncio.fixture
