@@ -51,6 +51,7 @@ from libcalico.datastore.kube_kinds import (
     merge_streams,
 )
 from libcalico.datastore.kube_nodes import CalicoNodes
+from libcalico.datastore.kube_pods import PodEndpoints
 from libcalico.datastore.kube_values import from_custom_resource, revision_of, to_custom_resource
 from libcalico.resources.crds import CRD_API_VERSION
 
@@ -61,6 +62,7 @@ class KubernetesDatastore(Datastore):
         self._owned: tuple[KindHandler, ...] = (
             *(CoreObjects(self._client, kind) for kind in CORE_KINDS),
             CalicoNodes(self._client),
+            PodEndpoints(self._client),
         )
 
     # ---- dispatch: Kubernetes-owned kinds to their handlers, the rest to custom resources ----
