@@ -23,8 +23,8 @@ _BY_PLURAL = {crd.plural: crd for crd in CALICO_CRDS if crd.kind not in _IPAM_KI
 def not_mapped(key: str, why: str = "") -> DatastoreError:
     detail = f" ({why})" if why else ""
     return DatastoreError(
-        f"{key}: not mapped to the Kubernetes API yet{detail}; the kubernetes datastore stores "
-        "Calico custom resources only (/calico/resources/v3/projectcalico.org/<plural>/...)"
+        f"{key}: not mapped to the Kubernetes API yet{detail}; the kubernetes datastore maps "
+        "Calico's custom resources and the Kubernetes-owned kinds of KUBERNETES.md"
     )
 
 
