@@ -27,8 +27,8 @@ _BY_PLURAL.update({_V3_PLURAL[crd.kind]: crd for crd in CALICO_CRDS if crd.kind 
 def not_mapped(key: str, why: str = "") -> DatastoreError:
     detail = f" ({why})" if why else ""
     return DatastoreError(
-        f"{key}: not mapped to the Kubernetes API yet{detail}; the kubernetes datastore stores "
-        "Calico custom resources only (/calico/resources/v3/projectcalico.org/<plural>/...)"
+        f"{key}: not mapped to the Kubernetes API yet{detail}; the kubernetes datastore maps "
+        "Calico's custom resources and the Kubernetes-owned kinds of KUBERNETES.md"
     )
 
 

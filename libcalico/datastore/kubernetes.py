@@ -54,6 +54,8 @@ from libcalico.datastore.kube_kinds import (
     merge_streams,
 )
 from libcalico.datastore.kube_nodes import CalicoNodes
+from libcalico.datastore.kube_pods import PodEndpoints
+from libcalico.datastore.kube_profiles import Profiles
 from libcalico.datastore.kube_values import from_custom_resource, revision_of, to_custom_resource
 from libcalico.datastore.ordered_txn import apply_in_order
 from libcalico.resources.crds import CRD_API_VERSION
@@ -106,6 +108,8 @@ class KubernetesDatastore(Datastore):
         self._owned: tuple[KindHandler, ...] = (
             *(CoreObjects(self._client, kind) for kind in CORE_KINDS),
             CalicoNodes(self._client),
+            PodEndpoints(self._client),
+            Profiles(self._client, self._list_custom_resources, self._watch_custom_resources),
         )
 
     # ---- dispatch: Kubernetes-owned kinds to their handlers, the rest to custom resources ----

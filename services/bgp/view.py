@@ -25,7 +25,8 @@ from libcalico.datastore.keys import (
     parse_resource_key,
 )
 from libcalico.ipam_block import affine_node
-from libcalico.resources.validation import ValidationError, validate
+from libcalico.resources.invalid import InvalidObjects
+from libcalico.resources.validation import validate
 from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
 from libcalico.syncer.tables import put
 
@@ -155,6 +156,7 @@ class ClusterView:
         self.affinities: dict[tuple[str, str], str] = {}  # (node, cidr) -> state
         self.in_sync = False
         self.revision = 0  # bumped on every change that reached the view
+        self._invalid = InvalidObjects(log, "calico-bgpd")
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -209,12 +211,12 @@ class ClusterView:
                 # Objects written straight to the datastore may lack apiVersion/kind.
                 obj.setdefault("apiVersion", "projectcalico.org/v3")
                 obj.setdefault("kind", _KINDS[plural])
-            return validate(obj)
-        except ValidationError as exc:
-            log.warning("ignoring invalid %s: %s", key, exc)
-        except ValueError as exc:
-            log.warning("ignoring undecodable %s: %s", key, exc)
-        return None
+            validated = validate(obj)
+        except ValueError as exc:  # ValidationError included
+            self._invalid.skipped(key, value, exc)
+            return None
+        self._invalid.usable(key)
+        return validated
 
     def _put_block(self, key: str, value: bytes | None) -> bool:
         parse_ipam_block_key(key)  # ValueError for a key that is not a block's
@@ -223,7 +225,7 @@ class ClusterView:
             try:
                 block = parse_block(value)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.warning("ignoring malformed IPAM block %s: %s", key, exc)
+                self._invalid.skipped(key, value, exc)
         return put(self.blocks, key, block)
 
     def _put_affinity(self, key: str, value: bytes | None) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 from libcalico.datastore import Datastore, KeyNotFoundError
 from libcalico.datastore.keys import GROUP_CALICO, resource_key, resource_prefix
+from libcalico.resources.invalid import InvalidObjects
 from libcalico.selector import SelectorError, parse
 from services.ipam.model import IpamConfig
 from services.ipam.pools import Pool, PoolError, pool_from_resource
@@ -48,6 +49,7 @@ class ClusterView:
         self.datastore = datastore
         self.ttl = ttl
         self._cache: dict[str, tuple[float, Any]] = {}
+        self._invalid = InvalidObjects(log, "calico-ipamd")
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -70,8 +72,9 @@ class ClusterView:
         for kv in result.items:
             try:
                 pools.append(pool_from_resource(json.loads(kv.value)))
+                self._invalid.usable(kv.key)
             except (PoolError, ValueError, KeyError) as exc:
-                log.warning("ignoring unusable IPPool at %s: %s", kv.key, exc)
+                self._invalid.skipped(kv.key, kv.value, exc)
         self._store("pools", pools)
         return list(pools)
 

@@ -20,6 +20,7 @@ from collections.abc import Hashable, Iterable
 from typing import Any
 
 from libcalico.datastore.keys import ResourceKey, parse_resource_key
+from libcalico.resources.invalid import InvalidObjects
 from libcalico.selector import NAMESPACE_LABEL, LabelIndex, Selector
 from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
 from services.felix.calc import inputs
@@ -66,6 +67,7 @@ class CalcGraph:
         self._local: LabelIndex[str, str] = LabelIndex(self._local_started, self._local_stopped)
         self._members: LabelIndex[str, str] = LabelIndex(self._member_started, self._member_stopped)
         self._dirty_endpoints: set[str] = set()  # endpoint keys
+        self._invalid = InvalidObjects(log, "felix calculation graph")
 
     # -- input -----------------------------------------------------------------------------
 
@@ -83,8 +85,10 @@ class CalcGraph:
                     self._on_update(rkey, update.key, inputs.load(update.value), update.revision)
                 elif isinstance(update, Delete):
                     self._on_delete(rkey, update.key)
+                self._invalid.usable(update.key)
             except (ValueError, KeyError, TypeError) as exc:
-                log.warning("ignoring unusable resource %s: %s", update.key, exc)
+                value = update.value if isinstance(update, Update) else None
+                self._invalid.skipped(update.key, value, exc)
         self._settle()
 
     def flush(self) -> StateDelta:

@@ -22,6 +22,7 @@ from libcalico.datastore.keys import (
     parse_resource_key,
 )
 from libcalico.ipam_block import affine_node
+from libcalico.resources.invalid import InvalidObjects
 from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
 from libcalico.syncer.tables import put
 from services.felix.vxlan.felixconfig import FelixConfig, parse_felix_config
@@ -138,6 +139,7 @@ class VxlanView:
         self.felix_configs: dict[str, FelixConfig] = {}  # FelixConfiguration name -> fields
         self.workloads: dict[str, WorkloadAddresses] = {}  # WorkloadEndpoint key -> addresses
         self.in_sync = False
+        self._invalid = InvalidObjects(log, "felix overlay")
 
     def apply(self, batch: Iterable[SyncerUpdate]) -> bool:
         changed = False
@@ -161,7 +163,7 @@ class VxlanView:
                 parsed = parse(value)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 # What cannot be read counts as absent: any earlier value of the key goes.
-                log.warning("vxlan: ignoring unparsable %s: %s", key, exc)
+                self._invalid.skipped(key, value, exc)
         return put(table, name, parsed)
 
     def _target(self, key: str) -> tuple[dict[str, Any], str, Callable[[bytes], Any]] | None:
