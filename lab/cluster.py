@@ -320,6 +320,23 @@ def _stop_infra(name: str, record: ProcessRecord) -> bool:
     return stop(record, timeout=kubeapi.STOP_TIMEOUTS.get(name, 5.0))
 
 
+# Infra stops in this order (anything else first): readers before what they read from, the
+# API server before its etcd (stopped the other way round, it waits out its 20 s timeout).
+INFRA_STOP_ORDER = (
+    TOR,
+    outside.SERVER,
+    "typha",
+    controllers.RECORD,
+    "etcd",
+    kubeapi.APISERVER,
+    kubeapi.ETCD,
+)
+
+
+def _stop_rank(name: str) -> int:
+    return INFRA_STOP_ORDER.index(name) + 1 if name in INFRA_STOP_ORDER else 0
+
+
 def bring_down(state_dir: Path, graceful: bool = True) -> list[str]:
     """Remove everything the lab's record names; returns problems (empty when all is gone).
 
@@ -351,8 +368,7 @@ def bring_down(state_dir: Path, graceful: bool = True) -> list[str]:
             del lab.state.pods[pod.key]
     for node in lab.nodes:
         problems += [f"{s} survived" for s in node.stop_daemons()]
-    # The ToR, then Typha after the daemons reading from it, etcd after Typha: reverse order.
-    for name, record in reversed(list(lab.state.infra.items())):
+    for name, record in sorted(lab.state.infra.items(), key=lambda item: _stop_rank(item[0])):
         if _stop_infra(name, record):
             del lab.state.infra[name]
         else:
