@@ -102,6 +102,9 @@ class Datastore(abc.ABC):
     # in order and reverted on a failure, but a reader (or a crash) can see the middle
     # (kubernetes; ordered_txn.py): callers order their ops so that every prefix is safe.
     atomic_txn = True
+    # True: list/watch take any key prefix, "/calico/" included (etcd, embedded). False: a
+    # prefix must lie within one kind or API group (kubernetes): callers watch per kind.
+    any_prefix = True
 
     @abc.abstractmethod
     async def get(self, key: str) -> KeyValue:

@@ -1,5 +1,6 @@
 """Typha's one datastore watch: a DatastoreSyncer over the common root of every syncer type's
-prefixes, its batches routed into the per-type caches.
+prefixes (on the kubernetes datastore, one watch per kind instead), its batches routed into
+the per-type caches.
 
 One watch serves every client and every syncer type, so the datastore's load does not grow
 with the number of nodes. When the syncer fails outright (datastore down at start-up), the
@@ -30,6 +31,16 @@ def common_root(prefixes: Sequence[str]) -> str:
     # Character-wise on purpose: keys are strings, then cut back to the last '/'.
     common = os.path.commonprefix(list(prefixes))  # noqa: RUF071
     return common[: common.rfind("/") + 1]
+
+
+def watched_prefixes(datastore: Datastore, prefixes: Sequence[str]) -> tuple[str, ...]:
+    """What the feed lists and watches: the common root (one watch for everything) where the
+    datastore takes any prefix; else every prefix not inside another (the kubernetes
+    datastore watches one kind or API group at a time: still one set for all clients)."""
+    if datastore.any_prefix:
+        return (common_root(prefixes),)
+    unique = sorted(set(prefixes))
+    return tuple(p for p in unique if not any(p != q and p.startswith(q) for q in unique))
 
 
 class WatchCountingDatastore(Datastore):
@@ -79,7 +90,7 @@ class DatastoreFeed:
     def __init__(self, datastore: Datastore, caches: Sequence[SyncerCache]) -> None:
         self.datastore = WatchCountingDatastore(datastore)
         self.caches = list(caches)
-        self.root = common_root([p for cache in self.caches for p in cache.prefixes])
+        self.roots = watched_prefixes(datastore, [p for c in self.caches for p in c.prefixes])
         self.restarts = 0
 
     @property
@@ -89,7 +100,7 @@ class DatastoreFeed:
     async def run(self) -> None:
         """Feed the caches until cancelled."""
         while True:
-            syncer = DatastoreSyncer(self.datastore, (self.root,))
+            syncer = DatastoreSyncer(self.datastore, self.roots)
             first = True
             try:
                 async for batch in syncer.updates():
