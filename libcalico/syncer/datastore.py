@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from libcalico.datastore.api import (
     Datastore,
-    DatastoreUnavailableError,
+    DatastoreError,
     EventType,
     ResyncRequiredError,
     WatchEvent,
@@ -122,6 +122,15 @@ class DatastoreSyncer:
         return result.revision
 
     async def _watch(self, prefix: str, start_revision: int) -> None:
+        try:
+            await self._follow(prefix, start_revision)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # Never die silently: the consumer's `updates()` raises it (and restarts us).
+            self._queue.put_nowait(exc)
+
+    async def _follow(self, prefix: str, start_revision: int) -> None:
         revision = start_revision
         while not self._closed:
             try:
@@ -131,14 +140,16 @@ class DatastoreSyncer:
                 return  # the datastore closed
             except ResyncRequiredError:
                 log.info("watch on %s needs a resync; listing again", prefix)
-            except DatastoreUnavailableError as exc:
+            except DatastoreError as exc:
+                # Unavailable, or refused for now: a kube-apiserver that has just started
+                # answers 403 until its RBAC is loaded. Either way: list again, later.
                 log.warning("watch on %s failed (%s); retrying", prefix, exc)
                 await asyncio.sleep(_RETRY_DELAY_S)
             while not self._closed:
                 try:
                     revision = await self._resync_prefix(prefix) + 1
                     break
-                except DatastoreUnavailableError as exc:
+                except DatastoreError as exc:
                     log.warning("re-list of %s failed (%s); retrying", prefix, exc)
                     await asyncio.sleep(_RETRY_DELAY_S)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ MODES = {
 }
 FLIP_TIMEOUT = 0.1  # per attempt: a denied TCP connect is given up after this
 FLIP_DEADLINE = 15.0
+PROBE_LOOP_MAX = 300.0
 
 
 def require_kube(mode: str = "kubernetes") -> None:
@@ -159,9 +161,9 @@ class FlipWatch:
 # ---- continuous probing under a fault: runs in a subprocess ----
 
 
-def probe_loop(state_dir: str, seconds: float, interval: float, pairs: Sequence[str]) -> None:
-    """Probe every "FROM>TO" pair over TCP/80 each `interval` for `seconds`; one JSON line per
-    round: {"t": time.time(), "connected": [pairs that connected]}."""
+def probe_loop(state_dir: str, stop_file: str, interval: float, pairs: Sequence[str]) -> None:
+    """Probe every "FROM>TO" pair over TCP/80 each `interval` until `stop_file` exists (at most
+    PROBE_LOOP_MAX seconds); one JSON line per round: {"t": time.time(), "connected": [...]}."""
     from lab.lab import Lab
     from lab.matrix import endpoint_of
     from lab.prober import probe_pairs
@@ -170,9 +172,12 @@ def probe_loop(state_dir: str, seconds: float, interval: float, pairs: Sequence[
     wanted = [tuple(p.split(">")) for p in pairs]
     endpoints = [(endpoint_of(lab.pod(a)), endpoint_of(lab.pod(b))) for a, b in wanted]
 
+    def told_to_stop() -> bool:
+        return Path(stop_file).exists()
+
     async def rounds() -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        end = time.monotonic() + PROBE_LOOP_MAX
+        while time.monotonic() < end and not told_to_stop():
             started = time.monotonic()
             result = await probe_pairs(endpoints, 80, "tcp", 0.5)
             connected = [f"{s}>{d}" for (s, d), ok in result.items() if ok]
@@ -183,27 +188,31 @@ def probe_loop(state_dir: str, seconds: float, interval: float, pairs: Sequence[
 
 
 class Prober:
-    """`probe_loop` in a subprocess; `rounds()` waits for it and returns its rounds."""
+    """`probe_loop` in a subprocess, started (its first round done); `finish()` stops it and
+    returns every round."""
 
-    def __init__(
-        self, state_dir: Path, pairs: Sequence[str], seconds: float, interval: float = 0.1
-    ):
+    def __init__(self, state_dir: Path, pairs: Sequence[str], interval: float = 0.1):
         code = (
             "import sys; from tests.lab.kubelabkit import probe_loop; "
-            "probe_loop(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:])"
+            "probe_loop(sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:])"
         )
-        self.seconds = seconds
-        argv = [sys.executable, "-c", code, str(state_dir), str(seconds), str(interval), *pairs]
+        self.stop_file = state_dir / f"prober-{os.getpid()}.stop"
+        self.stop_file.unlink(missing_ok=True)
+        argv = [sys.executable, "-c", code, str(state_dir), str(self.stop_file), str(interval)]
         self.proc = subprocess.Popen(
-            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*argv, *pairs], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         assert first, f"the prober printed nothing: {self.proc.stderr and self.proc.stderr.read()}"
         self.first = json.loads(first)
 
-    def rounds(self) -> list[dict[str, Any]]:
-        out, err = self.proc.communicate(timeout=self.seconds + 60)
+    def finish(self) -> list[dict[str, Any]]:
+        self.stop_file.touch()
+        try:
+            out, err = self.proc.communicate(timeout=60)
+        finally:
+            self.stop_file.unlink(missing_ok=True)
         assert self.proc.returncode == 0, err
         return [self.first, *(json.loads(line) for line in out.splitlines())]
 
@@ -211,3 +220,4 @@ class Prober:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.stop_file.unlink(missing_ok=True)
