@@ -226,7 +226,7 @@ def _inside(path: str | None) -> Iterator[None]:
             yield
 
 
-def _free_port(address: str) -> int:
+def free_port(address: str) -> int:
     """A port free on `address` now (in the current namespace); the kernel picks it."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -380,8 +380,8 @@ def _start_etcd(
 ) -> ApiServer:
     """etcd on two free loopback ports, healthy; the ApiServer record around it."""
     for attempt in range(1, START_ATTEMPTS + 1):
-        client = f"http://127.0.0.1:{_free_port('127.0.0.1')}"
-        peer = f"http://127.0.0.1:{_free_port('127.0.0.1')}"
+        client = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+        peer = f"http://127.0.0.1:{free_port('127.0.0.1')}"
         etcd = start_detached("kube-etcd", _etcd_argv(work, client, peer), work / "etcd.log")
         if on_started:
             on_started(etcd)
@@ -415,7 +415,7 @@ def _start_apiserver(
     """kube-apiserver on `port` (else a free port) of its address, ready (/readyz)."""
     attempts = START_ATTEMPTS if port is None else 1  # a fixed port taken stays taken
     for attempt in range(1, attempts + 1):
-        server.port = port if port is not None else _free_port(server.address)
+        server.port = port if port is not None else free_port(server.address)
         record = start_detached(
             "kube-apiserver", _apiserver_argv(work, server), work / "apiserver.log"
         )

@@ -15,6 +15,7 @@ server is `state.kube`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -35,6 +36,7 @@ PORT = 6443
 ETCD = "kube-etcd"  # their keys in state.infra (the names apiserver.start gives them)
 APISERVER = "kube-apiserver"
 STOP_TIMEOUTS = {APISERVER: apiserver.APISERVER_STOP_TIMEOUT, ETCD: 10.0}
+COMPACTION_MARKER = "/calico-lab/compaction-marker"  # outside the API server's /registry/
 
 
 class KubeApiError(RuntimeError):
@@ -148,69 +150,114 @@ def apply_manifests(server: ApiServer, docs: Sequence[dict[str, Any]]) -> None:
         raise KubeApiError(f"kubectl apply: {proc.stderr.strip()}")
 
 
-def etcd_revision(state: LabState) -> int:
+def etcd_revision(state: LabState, endpoint: str | None = None) -> int:
     """The API server's etcd's current revision (kube-etcdctl endpoint status)."""
-    out = _etcdctl(state, ["endpoint", "status", "-w", "json"])
+    out = _etcdctl(state, ["endpoint", "status", "-w", "json"], endpoint)
     try:
         return int(json.loads(out)[0]["Status"]["header"]["revision"])
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise KubeApiError(f"kube-etcdctl endpoint status: no revision in {out[:200]!r}") from exc
 
 
-def compact(state: LabState) -> int:
-    """Compact the API server's etcd up to its current revision; returns that revision.
+def compact(state: LabState, endpoint: str | None = None) -> int:
+    """Move the API server's etcd's revision on (a marker key outside the API server's
+    /registry/), then compact up to it; returns the compacted revision.
 
     Every watch resuming from an older resourceVersion then gets 410 Gone and must list again.
     """
-    revision = etcd_revision(state)
-    _etcdctl(state, ["compact", str(revision), "--physical"])
+    # Twice: a reader that has seen the latest revision R resumes at R + 1, which compacting
+    # at R + 1 leaves; at R + 2 it is gone.
+    for _ in range(2):
+        _etcdctl(state, ["put", COMPACTION_MARKER, str(time.time())], endpoint)
+    revision = etcd_revision(state, endpoint)
+    _etcdctl(state, ["compact", str(revision), "--physical"], endpoint)
     return revision
 
 
-def _etcdctl(state: LabState, args: Sequence[str]) -> str:
+def _etcdctl(state: LabState, args: Sequence[str], endpoint: str | None = None) -> str:
     program = apiserver.binary("kube-etcd")
     ctl = program.parent / "kube-etcdctl" if program is not None else None
     if ctl is None or not ctl.exists():
         raise KubeApiError("kube-etcdctl not found (scripts/build-kube.sh builds it)")
-    server = server_of(state)
+    url = endpoint or server_of(state).etcd_url
     with netns.inside(netns.netns_path(state.network_netns)):
         proc = subprocess.run(
-            [str(ctl), f"--endpoints={server.etcd_url}", *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
+            [str(ctl), f"--endpoints={url}", *args], capture_output=True, text=True, timeout=30
         )
     if proc.returncode != 0:
         raise KubeApiError(f"kube-etcdctl {' '.join(args)}: {proc.stderr.strip()}")
     return proc.stdout
 
 
+def _compact_unseen(state: LabState, save: Callable[[], None]) -> int:
+    """With etcd stopped: start it on a port the API server does not know, compact, stop it.
+
+    The API server's own etcd watches then resume into a compacted revision once etcd is
+    back: its watch cache lists again and ends every client's watch, and clients resuming
+    from their older resourceVersions get 410 Gone. (Compacting after etcd is back races
+    with the API server resuming its watches first.)"""
+    real = state.infra[ETCD]
+    url = f"http://127.0.0.1:{_free_port_in(state)}"
+    argv = [
+        f"{arg.split('=', 1)[0]}={url}" if arg.startswith(_CLIENT_URL_FLAGS) else arg
+        for arg in real.argv
+    ]
+    with netns.inside(netns.netns_path(state.network_netns)):
+        record = start_detached(real.name, argv, Path(real.log))
+    state.infra[ETCD] = record  # recorded while it runs: `down` stops it if we crash
+    save()
+    try:
+        with netns.inside(netns.netns_path(state.network_netns)):
+            apiserver.wait_etcd(dataclasses.replace(server_of(state), etcd_url=url))
+        return compact(state, url)
+    finally:
+        stopped = stop(record, timeout=STOP_TIMEOUTS[ETCD])
+        state.infra[ETCD] = real
+        save()
+        if not stopped:
+            raise KubeApiError(f"{ETCD} (pid {record.pid}, compacting) did not stop")
+
+
+_CLIENT_URL_FLAGS = ("--listen-client-urls=", "--advertise-client-urls=")
+
+
+def _free_port_in(state: LabState) -> int:
+    with netns.inside(netns.netns_path(state.network_netns)):
+        return apiserver.free_port("127.0.0.1")
+
+
 def restart(
     state: LabState,
     save: Callable[[], None],
-    with_etcd: bool = False,
+    apiserver_too: bool = True,
+    etcd_too: bool = False,
     compact_etcd: bool = False,
     down_for: float = 0.0,
 ) -> dict[str, Any]:
-    """Stop the API server (and with `with_etcd` its etcd) by recorded PID and start them again
-    with the same arguments and data; with `compact_etcd`, compact etcd while the API server is
-    down (so every client resumes into 410 Gone). `down_for`: seconds to stay down. Returns
-    what was done (old and new PIDs, the compacted revision)."""
-    server = server_of(state)
-    if server.apiserver is None:
-        raise KubeApiError(f"lab {state.name!r}: no {APISERVER} is recorded")
+    """Stop the API server and/or its etcd by recorded PID and start them again with the same
+    arguments and data. `compact_etcd`: compact etcd to its latest revision while the API
+    server's view is behind: with the API server down, or (etcd restarted) before the API
+    server can see etcd again (`_compact_unseen`); clients resuming from an older
+    resourceVersion get 410 Gone. `down_for`: seconds to stay down. Returns what was done
+    (old and new PIDs, the compacted revision)."""
+    server_of(state)
+    order = [name for name, on in ((APISERVER, apiserver_too), (ETCD, etcd_too)) if on]
+    if not order:
+        raise KubeApiError("restart: neither the API server nor its etcd")
+    for name in order:
+        if name not in state.infra:
+            raise KubeApiError(f"lab {state.name!r}: no {name} is recorded")
     done: dict[str, Any] = {"stopped": {}, "started": {}}
-    order = [APISERVER, ETCD] if with_etcd else [APISERVER]
     for name in order:
         record = state.infra[name]
         if not stop(record, timeout=STOP_TIMEOUTS[name]):
             raise KubeApiError(f"{name} (pid {record.pid}) did not stop")
         done["stopped"][name] = record.pid
-    if compact_etcd and not with_etcd:
-        done["compacted"] = compact(state)
+    if compact_etcd:
+        done["compacted"] = _compact_unseen(state, save) if etcd_too else compact(state)
     if down_for > 0:
         time.sleep(down_for)
-    for name in reversed(order):
+    for name in reversed(order):  # etcd first
         old = state.infra[name]
         with netns.inside(netns.netns_path(state.network_netns)):
             state.infra[name] = start_detached(old.name, old.argv, Path(old.log))
@@ -221,10 +268,8 @@ def restart(
             if name == ETCD:
                 with netns.inside(netns.netns_path(state.network_netns)):
                     apiserver.wait_etcd(fresh)  # on that namespace's loopback
-                if compact_etcd:
-                    done["compacted"] = compact(state)
-            else:
-                apiserver.wait_ready(fresh)
+            if name == APISERVER or not apiserver_too:
+                apiserver.wait_ready(fresh)  # /readyz checks its etcd too
         except ApiServerError as exc:
             raise KubeApiError(str(exc)) from None
     return done

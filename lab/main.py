@@ -15,7 +15,7 @@
     calico-lab matrix --port P --protocol tcp[,udp,...]
     calico-lab calicoctl ARGS...        calicoctl against the lab's datastore
     calico-lab kubectl ARGS...          kubectl against the lab's API server (as admin)
-    calico-lab apiserver restart [--etcd] [--compact] [--down-for S]
+    calico-lab apiserver restart [--etcd|--etcd-only] [--compact] [--down-for S]
     calico-lab conformance --cases FILE --report OUT.json [--nodes N] [--subnets N] [--bgp ..]
                            [--encap ..] [--datastore ..]
     calico-lab demo [--nodes N] [--bgp ..]
@@ -144,12 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     api_restart = api.add_parser(
         "restart", help="stop the API server (and its etcd) by PID and start it again"
     )
-    api_restart.add_argument("--etcd", action="store_true", help="restart its etcd too")
+    which = api_restart.add_mutually_exclusive_group()
+    which.add_argument("--etcd", action="store_true", help="restart its etcd too")
+    which.add_argument(
+        "--etcd-only",
+        action="store_true",
+        help="restart only its etcd (the API server's own watches on etcd break)",
+    )
     api_restart.add_argument(
         "--compact",
         action="store_true",
-        help="compact its etcd to the current revision while the API server is down: every "
-        "watch resumes into 410 Gone and lists again",
+        help="compact its etcd to the latest revision while the API server's view is behind "
+        "(it is down, or its etcd restarted): watches resuming from older revisions get 410 "
+        "Gone and list again",
     )
     api_restart.add_argument(
         "--down-for", type=float, default=0.0, help="seconds to stay down (default 0)"
@@ -495,7 +502,8 @@ def cmd_apiserver(args: argparse.Namespace) -> int:
             done = kubeapi.restart(
                 lab.state,
                 lab.save,
-                with_etcd=args.etcd,
+                apiserver_too=not args.etcd_only,
+                etcd_too=args.etcd or args.etcd_only,
                 compact_etcd=args.compact,
                 down_for=args.down_for,
             )
@@ -505,7 +513,7 @@ def cmd_apiserver(args: argparse.Namespace) -> int:
         print(f"{name}: pid {pid} stopped; started pid {done['started'][name]}")
     if "compacted" in done:
         print(f"kube-etcd compacted at revision {done['compacted']}")
-    print(f"API server ready again after {time.monotonic() - started:.1f}s")
+    print(f"ready again after {time.monotonic() - started:.1f}s")
     return EXIT_OK
 
 
