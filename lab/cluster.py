@@ -61,6 +61,7 @@ STATE_ENTRIES = (
     kubeapi.KUBE_DIR,
     kubeapi.ADMIN_KUBECONFIG,
     controllers.LOG_FILE,
+    controllers.SOCKET_FILE,
 )
 
 

@@ -10,17 +10,16 @@ must already be inside that namespace.
 from __future__ import annotations
 
 import sys
-import time
 
 from lab import rbac
-from lab.daemons import DaemonError, find_program
+from lab.daemons import DaemonError, find_program, launch_daemon, wait_listening
 from lab.lab import Lab
-from lab.processes import ProcessRecord, is_alive, log_tail, start_detached, stop
+from lab.processes import ProcessRecord
 
 PROGRAM = "calico-kube-controllers"
 RECORD = "kube-controllers"  # its key in state.infra
 LOG_FILE = "kube-controllers.log"
-START_GRACE = 1.0  # a process that survives this long got past parsing its configuration
+SOCKET_FILE = "kube-controllers.sock"
 
 
 class ControllersError(RuntimeError):
@@ -36,16 +35,17 @@ def environment(lab: Lab) -> dict[str, str]:
 
 
 def start(lab: Lab) -> ProcessRecord:
-    argv = [find_program(PROGRAM)]
-    record = start_detached(PROGRAM, argv, lab.dir / LOG_FILE, env=environment(lab))
+    """Start it and wait until it serves on its socket (gRPC health and status)."""
+    sock = lab.dir / SOCKET_FILE
+    record = launch_daemon(
+        PROGRAM, ["--socket", str(sock)], sock, lab.dir / LOG_FILE, environment(lab)
+    )
     lab.state.infra[RECORD] = record
     lab.save()
-    deadline = time.monotonic() + START_GRACE
-    while time.monotonic() < deadline:
-        if not is_alive(record):
-            stop(record)
-            raise ControllersError(f"{PROGRAM} exited during start-up:\n{log_tail(record.log)}")
-        time.sleep(0.05)
+    try:
+        wait_listening(record, sock)
+    except DaemonError as exc:
+        raise ControllersError(str(exc)) from None
     return record
 
 

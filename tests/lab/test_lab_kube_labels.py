@@ -5,8 +5,8 @@ One 2-node lab per mode. What the lab makes are API objects: Nodes (with Calico'
 them on the kubernetes datastore), Namespaces with their default ServiceAccount, Pods bound
 to their node with the status a kubelet writes. A Kubernetes NetworkPolicy applied through
 kubectl selects on a pod label and on a namespace label; relabelling through kubectl is
-enforced within 1 s (measured from kubectl's return to the first probe giving the new
-answer, by a probe loop in a subprocess).
+enforced within 1 s (measured from kubectl's start to the first probe giving the new answer,
+by a probe loop in a subprocess).
 """
 
 from __future__ import annotations
@@ -118,9 +118,9 @@ def kube_lab_state(lab: KubeLab) -> dict[str, Any]:
 
 
 def _enforced_within(lab: KubeLab, source: str, want: bool, *label_args: str) -> float:
-    """Seconds from kubectl's return (the change is in the API) to the first probe giving the
-    new answer; negative when the dataplane was faster than kubectl's own exit. The time from
-    kubectl's start is printed too (an upper bound that includes kubectl's start-up)."""
+    """Seconds from kubectl's start to the first probe giving the new answer: an upper bound
+    (it includes kubectl's own start-up and exit; the time from its return, when the change
+    is surely in the API, is printed too and is often near zero or negative)."""
     watch = FlipWatch(lab.state_dir, source, "y/b", want=want)
     try:
         started, returned = kubectl_at(lab.state_dir, "label", "--overwrite", *label_args)
@@ -131,7 +131,7 @@ def _enforced_within(lab: KubeLab, source: str, want: bool, *label_args: str) ->
         f"  {' '.join(label_args)}: {(flipped - returned) * 1000:.0f} ms after kubectl "
         f"returned, {(flipped - started) * 1000:.0f} ms after it started"
     )
-    return flipped - returned
+    return flipped - started
 
 
 def test_pod_and_namespace_label_changes_through_kubectl_are_enforced_within_1s(
@@ -153,4 +153,4 @@ def test_pod_and_namespace_label_changes_through_kubectl_are_enforced_within_1s(
     }
     print(f"{kube_lab.mode}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in took.items()))
     slow = {k: v for k, v in took.items() if v > ENFORCED_WITHIN}
-    assert not slow, f"enforced later than {ENFORCED_WITHIN}s after kubectl returned: {slow}"
+    assert not slow, f"enforced later than {ENFORCED_WITHIN}s after kubectl started: {slow}"
