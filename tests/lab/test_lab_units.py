@@ -356,6 +356,7 @@ def test_bird_from_pidfile_only_names_that_directorys_bird(tmp_path: Path) -> No
         ({"subnets": 0}, "--subnets"),
         ({"subnets": 3, "encap": "vxlan"}, "--subnets"),
         ({"subnets": 2, "nodes": 3, "tor": "bird"}, "--tor"),
+        ({"kube_apiserver": True}, "--kube-apiserver"),
     ],
 )
 def test_bad_lab_options_name_the_field_and_make_nothing(
@@ -403,3 +404,59 @@ def test_encap_names_the_pools_vxlan_mode_and_state_keeps_subnets_and_outside(
     state.save()
     loaded = LabState.load(tmp_path)
     assert (loaded.encap, loaded.subnets, loaded.outside) == ("vxlan-crosssubnet", 2, outside)
+
+
+def test_store_sends_kubernetes_kinds_to_the_api_in_order_and_calico_kinds_elsewhere(
+    tmp_path: Path,
+) -> None:
+    from lab.kubeobjects import is_kube_kind
+    from lab.state import LabState
+    from lab.store import LabStore, _runs
+
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}
+    knp = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {}}
+    cnp = {"apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy", "metadata": {}}
+    runs = _runs([ns, knp, cnp, ns], is_kube_kind)
+    assert [(api, len(run)) for api, run in runs] == [(True, 2), (False, 1), (True, 1)]
+    assert not is_kube_kind({"apiVersion": "projectcalico.org/v3", "kind": "Node"})
+    assert is_kube_kind({"apiVersion": "v1", "kind": "Node"})
+    # Without an API server every kind goes to the datastore, as before.
+    without = LabStore(LabState(name="l", state_dir=tmp_path))
+    assert not without.has_api and not without._to_api(ns)
+    with_api = LabStore(LabState(name="l", state_dir=tmp_path, kube={"kubeconfig": "k"}))
+    assert with_api._to_api(ns) and not with_api._to_api(cnp)
+
+
+def test_daemons_get_the_calico_node_kubeconfig_and_the_cli_admins(tmp_path: Path) -> None:
+    from lab.lab import Lab
+    from lab.state import LabState
+
+    state = LabState(
+        name="l",
+        state_dir=tmp_path,
+        datastore={"type": "kubernetes", "kubeconfig": "/s/kubeconfig"},
+        kube={"kubeconfig": "/s/kubeconfig", "kubeconfigs": {"calico-node": "/s/kube/node"}},
+    )
+    lab = Lab(state)
+    assert lab.datastore_env()["KUBECONFIG"] == "/s/kubeconfig"
+    assert lab.daemon_env() == {**lab.datastore_env(), "KUBECONFIG": "/s/kube/node"}
+    assert LabState.load(_saved(state)).kube == state.kube
+
+
+def _saved(state: Any) -> Path:
+    state.save()
+    return Path(state.state_dir)
+
+
+def test_infra_stops_readers_first_and_the_api_server_before_its_etcd() -> None:
+    from lab.cluster import _stop_rank
+
+    names = ["kube-etcd", "etcd", "typha", "kube-apiserver", "tor", "kube-controllers"]
+    assert sorted(names, key=_stop_rank) == [
+        "tor",
+        "typha",
+        "kube-controllers",
+        "etcd",
+        "kube-apiserver",
+        "kube-etcd",
+    ]
