@@ -1,14 +1,17 @@
 """Hammer calico-ipamd: N daemons (one per node) on one datastore, C concurrent clients each.
 
     .venv/bin/python benchmarks/ipam_hammer.py --nodes 4 --concurrency 8 --allocations 2000 \
-        --datastore etcdv3
+        --datastore etcdv3|embedded|kubernetes
 
 Every allocation is a real AutoAssign RPC over the daemon's Unix socket. Prints allocations/s
 (aggregate) and the p50/p99 latency seen by the clients, and next to them the datastore's own
 compare-and-swap round trip measured in the same run: once alone (one client, sequential) and
 once under the same number of concurrent clients. With etcd that CAS is the backend's update(),
-a single etcd txn (compare mod_revision, put). The store (etcd or SQLite file), the daemons and
-their sockets are temporary and removed at the end.
+a single etcd txn (compare mod_revision, put). With kubernetes (a real kube-apiserver and its
+etcd, started here) it is the raw custom-resource update through resourceVersion: GET of one
+IPAMBlock, then PUT of it with that resourceVersion, plain HTTP on the shared client
+(kube_client.py), without the datastore's mapping; each concurrent client has its own block.
+The store, the daemons and their sockets are temporary and removed at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from calico.ipam.v1 import ipam_pb2, ipam_pb2_grpc  # noqa: E402
 from libcalico.config import DatastoreConfig  # noqa: E402
 from libcalico.datastore import Datastore, connect  # noqa: E402
+from libcalico.datastore.kube_client import KubeClient  # noqa: E402
 from libcalico.resources import ResourceClient  # noqa: E402
 from tests.fixtures.etcd import running_etcd  # noqa: E402
 from tests.ipam.daemons import Daemon, running_daemons  # noqa: E402
@@ -51,14 +55,25 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def datastore_config(kind: str) -> Iterator[tuple[DatastoreConfig, int | None]]:
-    """The store's config and the etcd server's PID (None for the embedded store)."""
+def datastore_config(kind: str) -> Iterator[tuple[DatastoreConfig, list[int]]]:
+    """The store's config and the PIDs of its server processes (none for the embedded store)."""
     if kind == "etcdv3":
         with running_etcd() as etcd:
-            yield DatastoreConfig(type="etcdv3", etcd_endpoints=(etcd.endpoint,)), etcd.pid
+            yield DatastoreConfig(type="etcdv3", etcd_endpoints=(etcd.endpoint,)), [etcd.pid]
+    elif kind == "kubernetes":
+        from lab.apiserver import install_calico_crds, start, stop_server
+
+        with tempfile.TemporaryDirectory(prefix="cpt-ipam-bench-") as tmp:
+            server = start(Path(tmp) / "apiserver")
+            try:
+                install_calico_crds(server)
+                config = DatastoreConfig(type="kubernetes", kubeconfig=str(server.kubeconfig))
+                yield config, [record.pid for record in server.records()]
+            finally:
+                stop_server(server)
     else:
         with tempfile.TemporaryDirectory(prefix="cpt-ipam-bench-") as tmp:
-            yield DatastoreConfig(type="embedded", path=str(Path(tmp) / "calico.db")), None
+            yield DatastoreConfig(type="embedded", path=str(Path(tmp) / "calico.db")), []
 
 
 def env_of(config: DatastoreConfig) -> dict[str, str]:
@@ -66,6 +81,7 @@ def env_of(config: DatastoreConfig) -> dict[str, str]:
         "DATASTORE_TYPE": config.type,
         "CALICO_DATASTORE_PATH": config.path,
         "ETCD_ENDPOINTS": ",".join(config.etcd_endpoints),
+        "KUBECONFIG": config.kubeconfig or "",
         "LOG_LEVEL": "WARNING",
     }
 
@@ -85,6 +101,66 @@ async def cas_round_trips(ds: Datastore, clients: int, per_client: int) -> list[
 
     chunks = await asyncio.gather(*(one(i) for i in range(clients)))
     return [s for chunk in chunks for s in chunk]
+
+
+BLOCKS_PATH = "/apis/crd.projectcalico.org/v1/ipamblocks"
+
+
+def bench_block(i: int) -> dict[str, object]:
+    """An IPAMBlock as IPAM writes one (64 addresses, 8 allocated), outside the bench pool."""
+    allocations: list[int | None] = [0] * 8 + [None] * 56
+    return {
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "IPAMBlock",
+        "metadata": {"name": f"raw-cas-{i}"},
+        "spec": {
+            "cidr": f"192.168.{i}.0/26",
+            "affinity": "host:bench",
+            "strictAffinity": False,
+            "allocations": allocations,
+            "unallocated": list(range(8, 64)),
+            "attributes": [{"handle_id": "raw", "secondary": {"node": "bench"}}],
+            "deleted": False,
+            "sequenceNumber": 8,
+            "sequenceNumberForAllocation": {str(o): o for o in range(8)},
+        },
+    }
+
+
+async def raw_kube_round_trips(kubeconfig: str, clients: int, per_client: int) -> list[float]:
+    """GET of an IPAMBlock, then PUT of it with its resourceVersion: `clients` at once, each
+    on its own block, plain HTTP (no datastore mapping)."""
+    client = KubeClient(kubeconfig)
+
+    async def one(i: int) -> list[float]:
+        path = f"{BLOCKS_PATH}/raw-cas-{i}"
+        if (await client.request("GET", path)).status == 404:
+            made = await client.request("POST", BLOCKS_PATH, bench_block(i))
+            assert made.status == 201, made.message
+        out = []
+        for n in range(per_client):
+            start = time.perf_counter()
+            got = await client.request("GET", path)
+            got.body["spec"]["sequenceNumber"] = n
+            put = await client.request("PUT", path, got.body)
+            out.append(time.perf_counter() - start)
+            assert put.status == 200, put.message
+        return out
+
+    try:
+        chunks = await asyncio.gather(*(one(i) for i in range(clients)))
+    finally:
+        await client.close()
+    return [s for chunk in chunks for s in chunk]
+
+
+async def reference_round_trips(
+    ds: Datastore, config: DatastoreConfig, clients: int, per_client: int
+) -> list[float]:
+    if config.type == "kubernetes":
+        assert config.kubeconfig is not None
+        return await raw_kube_round_trips(config.kubeconfig, clients, per_client)
+    return await cas_round_trips(ds, clients, per_client)
 
 
 async def hammer(
@@ -116,7 +192,7 @@ async def hammer(
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    with datastore_config(args.datastore) as (config, etcd_pid):
+    with datastore_config(args.datastore) as (config, store_pids):
         ds = await connect(config)
         try:
             await ResourceClient(ds).apply(
@@ -136,10 +212,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             async with running_daemons(nodes, env_of(config), daemon_args) as daemons:
                 # Warm up: connections, first block claims, caches.
                 await hammer(daemons, 1, 2, "warmup")
-                cas_alone = await cas_round_trips(ds, 1, CAS_SAMPLES)
+                cas_alone = await reference_round_trips(ds, config, 1, CAS_SAMPLES)
                 pids = {
                     "daemons": [d.process.pid for d in daemons],
-                    "etcd": [etcd_pid] if etcd_pid else [],
+                    "datastore": store_pids,
                     "client": [os.getpid()],
                 }
                 before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
@@ -147,13 +223,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 latencies, elapsed = await hammer(
                     daemons, args.concurrency, args.allocations, "bench"
                 )
-                # One revision per datastore transaction (batch commits and block claims).
+                # One revision per datastore transaction (batch commits and block claims);
+                # with kubernetes one per object written (and the API server's own writes).
                 writes = await ds.current_revision() - revision
                 cpu = {
                     k: round(sum(cpu_seconds(p) for p in v) - before[k], 2) for k, v in pids.items()
                 }
-                cas_loaded = await cas_round_trips(
-                    ds, args.nodes * args.concurrency, max(20, CAS_SAMPLES // args.concurrency)
+                cas_loaded = await reference_round_trips(
+                    ds,
+                    config,
+                    args.nodes * args.concurrency,
+                    max(20, CAS_SAMPLES // args.concurrency),
                 )
         finally:
             await ds.close()
@@ -184,7 +264,9 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=8, help="clients per node")
     parser.add_argument("--allocations", type=int, default=1000, help="allocations per node")
-    parser.add_argument("--datastore", choices=("embedded", "etcdv3"), default="etcdv3")
+    parser.add_argument(
+        "--datastore", choices=("embedded", "etcdv3", "kubernetes"), default="etcdv3"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--profile", metavar="DIR", help="write cProfile stats of every daemon and the client here"
@@ -207,23 +289,26 @@ def main() -> int:
         f"allocations on {result['datastore']} in {result['seconds']} s"
     )
     print(f"  allocations/s        {result['allocations_per_s']}")
+    kube = result["datastore"] == "kubernetes"
+    what = "object writes" if kube else "txns"
     print(
-        f"  datastore txns       {result['datastore_txns']} "
-        f"({result['allocations_per_txn']} allocations per txn)"
+        f"  datastore {what:<10} {result['datastore_txns']} "
+        f"({result['allocations_per_txn']} allocations per {what[:-1]})"
     )
+    raw = "raw GET+PUT" if kube else "raw CAS"
     print(f"  allocation p50 / p99 {result['alloc_p50_ms']} / {result['alloc_p99_ms']} ms")
     print(
-        f"  raw CAS, 1 client    {result['cas_alone_p50_ms']} / {result['cas_alone_p99_ms']} ms "
+        f"  {raw}, 1 client    {result['cas_alone_p50_ms']} / {result['cas_alone_p99_ms']} ms "
         "(p50 / p99)"
     )
     print(
-        f"  raw CAS, {args.nodes * args.concurrency} clients   {result['cas_loaded_p50_ms']} / "
+        f"  {raw}, {args.nodes * args.concurrency} clients   {result['cas_loaded_p50_ms']} / "
         f"{result['cas_loaded_p99_ms']} ms (p50 / p99)"
     )
     alloc_p50 = float(result["alloc_p50_ms"])  # type: ignore[arg-type]
     alone = alloc_p50 / float(result["cas_alone_p50_ms"])  # type: ignore[arg-type]
     loaded = alloc_p50 / float(result["cas_loaded_p50_ms"])  # type: ignore[arg-type]
-    print(f"  allocation p50 / CAS p50: {alone:.2f}x (CAS alone), {loaded:.2f}x (CAS loaded)")
+    print(f"  allocation p50 / {raw} p50: {alone:.2f}x (alone), {loaded:.2f}x (loaded)")
     print(
         f"  CPU seconds during the run: {result['cpu_seconds']} "
         f"({result['cpu_ms_per_allocation']} ms per allocation, all processes)"

@@ -181,3 +181,7 @@ class TxnOp:
     key: str
     value: bytes = b""
     revision: int | None = None
+    # Where a txn is ordered writes (atomic_txn False): adjacent ops of the same step do not
+    # depend on each other and may be written concurrently; steps are written in order. The
+    # atomic backends ignore it.
+    step: int = 0

@@ -12,12 +12,20 @@ prefix of them is a safe state (IPAM: services/ipam/staging.py; KUBERNETES.md). 
 fails (the key changed again meanwhile, or the backend is down) is logged and the rest of the
 revert goes on; the state left is then a prefix-like state, which the same ordering keeps safe.
 
-An UPDATE that is not the last op is read first, so that its old value can be put back; the
-read's revision must be the caller's (else RevisionConflictError, before anything is written).
+Adjacent ops of the same `step` (TxnOp.step: the caller says they are independent) are
+written concurrently, and the steps one after another: a crash then leaves some of one step's
+ops written, which the caller allows by putting them in one step. On a failure in a step, the
+others of that step are awaited, everything written is reverted, and the error of the first
+failing op (in op order) is raised.
+
+An UPDATE that may be reverted (not in the last step) is read first, so that its old value can
+be put back; the read's revision must be the caller's (else RevisionConflictError).
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,27 +51,43 @@ class _Applied:
 
 
 async def apply_in_order(ds: Datastore, ops: Sequence[TxnOp]) -> list[KeyValue | None]:
-    """Apply `ops` in order through ds's single-key writes; see the module note."""
+    """Apply `ops` in order (a step's ops at once) through ds's single-key writes; see the
+    module note."""
+    steps = [list(group) for _, group in itertools.groupby(ops, key=lambda op: op.step)]
     applied: list[_Applied] = []
-    results: list[KeyValue | None] = []
-    for index, op in enumerate(ops):
-        try:
-            done = await _apply(ds, op, last=index == len(ops) - 1)
-        except Exception:
+    for number, step in enumerate(steps):
+        # An op alone in the last step is never reverted: no need to read what it replaces.
+        last = number == len(steps) - 1 and len(step) == 1
+        if len(step) == 1:
+            outcomes: list[_Applied | BaseException] = []
+            try:
+                outcomes.append(await _apply(ds, step[0], last))
+            except Exception as error:
+                outcomes.append(error)
+        else:
+            outcomes = await asyncio.gather(
+                *(_apply(ds, op, last) for op in step), return_exceptions=True
+            )
+        failed = None
+        for outcome in outcomes:
+            if isinstance(outcome, _Applied):
+                applied.append(outcome)
+            elif failed is None:
+                failed = outcome
+        if failed is not None:
             await revert(ds, applied)
-            raise
-        applied.append(done)
-        results.append(done.written)
-    return results
+            raise failed
+    return [done.written for done in applied]
 
 
 async def _apply(ds: Datastore, op: TxnOp, last: bool) -> _Applied:
+    """Write one op; `last`: it will never be reverted."""
     if op.type is TxnOpType.CREATE:
         return _Applied(op.key, await ds.create(op.key, op.value), None)
     if op.type is TxnOpType.UPDATE:
         assert op.revision is not None  # check_txn_ops
         before = None
-        if not last:  # the last op is never reverted: no need to know what it replaces
+        if not last:
             current = await ds.get(op.key)
             if current.mod_revision != op.revision:
                 raise RevisionConflictError(op.key, op.revision, current.mod_revision)

@@ -199,16 +199,23 @@ class Staging:
             groups[_write_group(entry)].append((key, entry))
         ops: list[TxnOp] = []
         objects: list[StagedObject | None] = []
-        for key, entry in (item for group in groups for item in group):
-            if entry.value is not None:
-                raw = entry.value.to_bytes()
-                if entry.base_revision is None:
-                    ops.append(TxnOp(TxnOpType.CREATE, key, raw))
+        # A group's writes are independent of each other: one step each (TxnOp.step), which
+        # an ordered-writes datastore sends concurrently.
+        for step, group in enumerate(groups):
+            for key, entry in group:
+                if entry.value is not None:
+                    raw = entry.value.to_bytes()
+                    if entry.base_revision is None:
+                        ops.append(TxnOp(TxnOpType.CREATE, key, raw, step=step))
+                    else:
+                        ops.append(
+                            TxnOp(TxnOpType.UPDATE, key, raw, entry.base_revision, step=step)
+                        )
                 else:
-                    ops.append(TxnOp(TxnOpType.UPDATE, key, raw, entry.base_revision))
-            else:
-                ops.append(TxnOp(TxnOpType.DELETE, key, revision=entry.base_revision))
-            objects.append(entry.value)
+                    ops.append(
+                        TxnOp(TxnOpType.DELETE, key, revision=entry.base_revision, step=step)
+                    )
+                objects.append(entry.value)
         return ops, objects
 
 

@@ -69,8 +69,15 @@ async def setup_two_blocks(a: Allocator) -> None:
         await assign(a, f"h{i}")
 
 
+async def three_at_once(a: Allocator) -> object:
+    # One batch: three handles created in one step (concurrently), then the block (which has
+    # room for exactly three more).
+    return await asyncio.gather(*(assign(a, f"new{i}") for i in range(3)))
+
+
 SCENARIOS: dict[str, tuple[Callable[[Allocator], Awaitable[None]], Step]] = {
     "claim-and-assign": (setup_nothing, lambda a: assign(a, "new")),
+    "three-assignments-in-one-batch": (setup_one, three_at_once),
     "assign": (setup_one, lambda a: assign(a, "new")),
     "release": (setup_one, lambda a: a.release_by_handle("h0")),
     "release-emptying-a-block": (setup_two_blocks, lambda a: a.release_by_handle("h4")),
@@ -83,7 +90,8 @@ async def run_step(
     """Set the scenario up, then run its step crashing after `crash_after` of its writes."""
     setup, step = SCENARIOS[scenario]
     store = OrderedWrites(inner)
-    allocator = Allocator(store, A)
+    # Cluster reads cached: concurrent requests reach the committer's queue together.
+    allocator = Allocator(store, A, cluster_ttl=60)
     try:
         await setup(allocator)
         before = len(store.writes)
@@ -147,8 +155,7 @@ async def test_a_release_frees_the_address_before_its_handle_and_a_block_goes_in
 
 async def test_one_batch_with_an_assignment_and_a_release_orders_both(inner: Datastore) -> None:
     store = OrderedWrites(inner)
-    # Cluster reads cached: both requests reach the committer's queue before its worker runs.
-    allocator = Allocator(store, A, cluster_ttl=60)
+    allocator = Allocator(store, A, cluster_ttl=60)  # as in run_step
     try:
         await assign(allocator, "old")
         await assign(allocator, "keep")
@@ -159,6 +166,12 @@ async def test_one_batch_with_an_assignment_and_a_release_orders_both(inner: Dat
         assert kinds == [("create", "handle"), ("update", "assignment"), ("delete", "handle")]
     finally:
         await allocator.close()
+
+
+async def test_a_batch_creates_its_handles_in_one_step_before_its_block(inner: Datastore) -> None:
+    _, writes = await run_step(inner, "three-assignments-in-one-batch", None)
+    assert sorted(writes[:3]) == [("create", handle(f"new{i}")) for i in range(3)]
+    assert [op for op, _ in writes[3:]] == ["update"] and "assignment" in writes[3][1]
 
 
 def assert_consistent(report: Report) -> None:

@@ -1,6 +1,7 @@
 """The kubernetes datastore against a real API server, beyond the contract tests of
 tests/datastore: calicoctl and kubectl see the same Calico objects; a watch from a revision the
-API server no longer has asks for a resync; what is not mapped yet is refused naming it.
+API server no longer has asks for a resync; what is not mapped yet is refused naming it; a
+multi-key txn is ordered writes undone on a failure; IPAM objects read in kubectl as Calico's.
 
 One API server for the module (conftest's kube_api) with Calico's CRDs installed; calicoctl runs
 as a process with DATASTORE_TYPE=kubernetes and the admin's KUBECONFIG, as a user would run it.
@@ -17,6 +18,7 @@ from lab.apiserver import ApiServer
 from libcalico.config import DatastoreConfig
 from libcalico.datastore import (
     DatastoreError,
+    KeyExistsError,
     ResyncRequiredError,
     TxnOp,
     TxnOpType,
@@ -99,20 +101,67 @@ async def test_watch_from_a_revision_the_server_no_longer_has_asks_for_resync(
         assert [(e.key, e.revision) for e in events] == [(GNS + "later", writer.mod_revision)]
 
 
-async def test_unmapped_keys_and_multi_key_txns_are_refused_naming_them(crds: ApiServer) -> None:
+async def test_unmapped_keys_are_refused_naming_them_and_a_txn_is_ordered_writes(
+    crds: ApiServer,
+) -> None:
     config = DatastoreConfig(type="kubernetes", kubeconfig=str(crds.kubeconfig))
     async with await connect(config) as store:
-        block = "/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26"
+        node = "/calico/resources/v3/projectcalico.org/nodes/node-1"
         with pytest.raises(DatastoreError, match="not mapped to the Kubernetes API yet") as info:
-            await store.get(block)
-        assert block in str(info.value)
-        ops = [
-            TxnOp(TxnOpType.CREATE, GNS + "one", _network_set("one")),
-            TxnOp(TxnOpType.CREATE, GNS + "two", _network_set("two")),
-        ]
-        with pytest.raises(DatastoreError, match="multi-key transactions are not mapped"):
-            await store.txn(ops)
-        assert [kv.key for kv in (await store.list(GNS + "t")).items] == []
-        # One op is a plain write.
-        [written] = await store.txn(ops[:1])
-        assert written is not None and written.key == GNS + "one"
+            await store.get(node)
+        assert node in str(info.value)
+        assert not store.atomic_txn
+        one = TxnOp(TxnOpType.CREATE, GNS + "one", _network_set("one"))
+        with pytest.raises(ValueError, match="more than once"):
+            await store.txn([one, one])
+        await store.create(GNS + "two", _network_set("two"))
+        two = TxnOp(TxnOpType.CREATE, GNS + "two", _network_set("two"), step=1)
+        with pytest.raises(KeyExistsError):  # "one" is written, then "two" is refused...
+            await store.txn([one, two])
+        # ...and "one" is deleted again.
+        assert [kv.key for kv in (await store.list(GNS + "o")).items] == []
+        written = await store.txn([one])
+        assert [kv.key for kv in written if kv is not None] == [GNS + "one"]
+
+
+async def test_ipam_objects_read_in_kubectl_as_in_a_calico_cluster(crds: ApiServer) -> None:
+    config = DatastoreConfig(type="kubernetes", kubeconfig=str(crds.kubeconfig))
+    block_key = "/calico/ipam/v2/assignment/ipv4/block/10.77.0.0-26"
+    affinity_key = "/calico/ipam/v2/host/node-1/ipv4/block/10.77.0.0-26"
+    handle_key = "/calico/ipam/v2/handle/K8s-Pod-Network.Abc"
+    async with await connect(config) as store:
+        block = {
+            "cidr": "10.77.0.0/26",
+            "affinity": "host:node-1",
+            "allocations": [0] + [None] * 63,
+            "unallocated": list(range(1, 64)),
+            "attributes": [{"handle_id": "K8s-Pod-Network.Abc", "secondary": {"node": "node-1"}}],
+            "sequenceNumber": 1,
+        }
+        handle = {"handleID": "K8s-Pod-Network.Abc", "block": {"10.77.0.0/26": 1}}
+        await store.txn(
+            [
+                TxnOp(TxnOpType.CREATE, handle_key, json.dumps(handle).encode()),
+                TxnOp(TxnOpType.CREATE, affinity_key, b'{"state": "confirmed"}', step=1),
+                TxnOp(TxnOpType.CREATE, block_key, json.dumps(block).encode(), step=1),
+            ]
+        )
+        blocks = json.loads(_kubectl(crds, "get", "ipamblocks", "10-77-0-0-26", "-o", "json"))
+        assert blocks["spec"]["allocations"][:2] == [0, None]
+        assert blocks["spec"]["attributes"][0]["handle_id"] == "K8s-Pod-Network.Abc"
+        affinity = json.loads(
+            _kubectl(crds, "get", "blockaffinities", "node-1-10-77-0-0-26", "-o", "json")
+        )
+        assert affinity["spec"] == {
+            "state": "confirmed",
+            "node": "node-1",
+            "cidr": "10.77.0.0/26",
+            "deleted": "false",
+        }
+        got = json.loads(_kubectl(crds, "get", "ipamhandles", "k8s-pod-network.abc", "-o", "json"))
+        assert got["spec"]["handleID"] == "K8s-Pod-Network.Abc"
+        # The node's affinities: listed from all of them, filtered client-side.
+        listed = await store.list("/calico/ipam/v2/host/node-1/")
+        assert [kv.key for kv in listed.items] == [affinity_key]
+        assert (await store.list("/calico/ipam/v2/host/node-2/")).items == []
+        assert json.loads((await store.get(block_key)).value) == {**block, "sequenceNumber": 1}

@@ -1,0 +1,351 @@
+"""IPAM's concurrency tests on the kubernetes datastore, against the real API server.
+
+The same races as tests/ipam/test_daemons.py (real calico-ipamd processes, DATASTORE_TYPE=
+kubernetes): four daemons filling a pool, borrowing once every block is claimed; a daemon
+killed with SIGKILL in the middle of its batches (whose writes are ordered, not atomic, here)
+and a new one for the same node carrying on. Then no address is handed out twice, every
+allocation is affine or recorded as borrowed, `ipam check` finds only leaks, and
+`calicoctl ipam release --from-report` clears them.
+
+`ipam check` needs Calico Nodes and WorkloadEndpoints, which this backend derives from
+Kubernetes Nodes and Pods. The tests make those API objects (as the kubelet and the CNI plugin
+would); while the backend does not map them yet, the check runs in-process with the same
+Nodes and WorkloadEndpoints served beside the backend (NodesAndEndpoints), saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+import pytest_asyncio
+
+from calico.ipam.v1 import ipam_pb2_grpc
+from lab.apiserver import ApiServer, install_calico_crds
+from libcalico.config import DatastoreConfig
+from libcalico.datastore import (
+    Datastore,
+    DatastoreError,
+    KeyValue,
+    ListResult,
+    TxnOp,
+    WatchEvent,
+    connect,
+)
+from libcalico.datastore.keys import GROUP_CALICO, resource_key, resource_prefix
+from libcalico.datastore.kube_client import KubeClient
+from services.ipam.check import Report, run_check
+from services.ipam.store import IpamStore
+from tests.ipam.daemons import Daemon, running_daemons, spawn_daemon, stop_daemon, wait_ready
+from tests.ipam.helpers import put_pool
+from tests.ipam.test_daemons import assign
+
+REPO = Path(__file__).resolve().parents[2]
+NODES = resource_prefix(GROUP_CALICO, "nodes")
+ENDPOINTS = resource_prefix(GROUP_CALICO, "workloadendpoints")
+KILL_DELAY = 0.015
+IPAM_KINDS = ("ipamblocks", "blockaffinities", "ipamhandles", "ippools", "ipamconfigs")
+
+
+@pytest.fixture(scope="module")
+def crds(kube_api: ApiServer) -> ApiServer:
+    install_calico_crds(kube_api)
+    return kube_api
+
+
+@pytest_asyncio.fixture
+async def kube_env(crds: ApiServer) -> dict[str, str]:
+    # One collection DELETE per kind (kubectl delete --all deletes objects one by one).
+    client = KubeClient(str(crds.kubeconfig))
+    try:
+        for plural in IPAM_KINDS:
+            path = f"/apis/crd.projectcalico.org/v1/{plural}"
+            response = await client.request("DELETE", path)
+            assert response.status == 200, response.message
+    finally:
+        await client.close()
+    return {"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": str(crds.kubeconfig)}
+
+
+@pytest_asyncio.fixture
+async def kube_ds(kube_env: dict[str, str]) -> AsyncIterator[Datastore]:
+    store = await connect(DatastoreConfig(type="kubernetes", kubeconfig=kube_env["KUBECONFIG"]))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def calicoctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "calicoctl.main", "ipam", *args],
+        cwd=REPO,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# ---- Nodes and Pods: API objects, and the Calico view the check reads ----
+
+
+async def kube_owned_kinds_missing(ds: Datastore) -> str | None:
+    """Why the backend cannot serve Calico Nodes / WorkloadEndpoints yet, or None."""
+    try:
+        await ds.list(NODES)
+        await ds.list(ENDPOINTS)
+    except DatastoreError as error:
+        return str(error)
+    return None
+
+
+class NodesAndEndpoints(Datastore):
+    """The kubernetes datastore, with the Calico Nodes and WorkloadEndpoints `ipam check`
+    reads served from the test's own list (what the backend derives from the Nodes and Pods
+    the test made, once it maps them). Everything else is the backend's, untouched."""
+
+    def __init__(self, inner: Datastore, nodes: list[str], pods: list[dict[str, str]]) -> None:
+        self.inner = inner
+        self.atomic_txn = inner.atomic_txn
+        self.documents = {NODES: [_node_doc(n) for n in nodes], ENDPOINTS: [_wep(p) for p in pods]}
+
+    async def list(self, prefix: str) -> ListResult:
+        if prefix in self.documents:
+            revision = await self.inner.current_revision()
+            kvs = [
+                KeyValue(_key_of(doc), json.dumps(doc).encode(), revision, revision)
+                for doc in self.documents[prefix]
+            ]
+            return ListResult(kvs, revision)
+        return await self.inner.list(prefix)
+
+    async def get(self, key: str) -> KeyValue:
+        return await self.inner.get(key)
+
+    async def create(self, key: str, value: bytes) -> KeyValue:
+        return await self.inner.create(key, value)
+
+    async def update(self, key: str, value: bytes, revision: int) -> KeyValue:
+        return await self.inner.update(key, value, revision)
+
+    async def put(self, key: str, value: bytes) -> KeyValue:
+        return await self.inner.put(key, value)
+
+    async def delete(self, key: str, revision: int | None = None) -> KeyValue:
+        return await self.inner.delete(key, revision)
+
+    async def txn(self, ops: builtins.list[TxnOp]) -> builtins.list[KeyValue | None]:
+        return await self.inner.txn(ops)
+
+    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+        return self.inner.watch(prefix, start_revision)
+
+    async def current_revision(self) -> int:
+        return await self.inner.current_revision()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _node_doc(name: str) -> dict[str, Any]:
+    return {"kind": "Node", "metadata": {"name": name}, "spec": {}}
+
+
+def _wep(pod: dict[str, str]) -> dict[str, Any]:
+    return {
+        "kind": "WorkloadEndpoint",
+        "metadata": {"name": f"{pod['node']}-k8s-{pod['name']}-eth0", "namespace": "default"},
+        "spec": {
+            "node": pod["node"],
+            "pod": pod["name"],
+            "containerID": pod["containerID"],
+            "ipNetworks": [f"{pod['ip']}/32"],
+        },
+    }
+
+
+def _key_of(doc: dict[str, Any]) -> str:
+    plural = "nodes" if doc["kind"] == "Node" else "workloadendpoints"
+    meta = doc["metadata"]
+    return resource_key(GROUP_CALICO, plural, meta["name"], meta.get("namespace"))
+
+
+async def make_nodes(client: KubeClient, nodes: list[str]) -> None:
+    for name in nodes:
+        response = await client.request("POST", "/api/v1/nodes", {"metadata": {"name": name}})
+        assert response.status in (201, 409), response.message
+
+
+async def make_pods(client: KubeClient, pods: list[dict[str, str]]) -> None:
+    """Pods as the kubelet and the CNI plugin leave them (Calico's annotations)."""
+    account = {"metadata": {"name": "default"}}
+    response = await client.request("POST", "/api/v1/namespaces/default/serviceaccounts", account)
+    assert response.status in (201, 409), response.message
+    for pod in pods:
+        body = {
+            "metadata": {
+                "name": pod["name"],
+                "annotations": {
+                    "cni.projectcalico.org/podIP": f"{pod['ip']}/32",
+                    "cni.projectcalico.org/podIPs": f"{pod['ip']}/32",
+                    "cni.projectcalico.org/containerID": pod["containerID"],
+                },
+            },
+            "spec": {"nodeName": pod["node"], "containers": [{"name": "c", "image": "pause"}]},
+        }
+        response = await client.request("POST", "/api/v1/namespaces/default/pods", body)
+        assert response.status in (201, 409), response.message  # 409: made by an earlier call
+
+
+async def ipam_report(
+    ds: Datastore, env: dict[str, str], nodes: list[str], pods: list[dict[str, str]]
+) -> tuple[Report, dict[str, Any]]:
+    """`ipam check` over the kubernetes datastore: the Report, and the JSON calicoctl prints
+    (from calicoctl itself once the backend maps Nodes and Pods)."""
+    client = KubeClient(env["KUBECONFIG"])
+    try:
+        await make_nodes(client, nodes)
+        missing = await kube_owned_kinds_missing(ds)
+        if missing is None:
+            await make_pods(client, pods)
+    finally:
+        await client.close()
+    if missing is None:
+        checked = calicoctl(env, "check", "-o", "json")
+        assert checked.returncode == 0, checked.stderr
+        return await run_check(ds), json.loads(checked.stdout)
+    print(f"ipam check in-process, Nodes and Pods served beside the backend: {missing}")
+    report = await run_check(NodesAndEndpoints(ds, nodes, pods))
+    return report, report.to_json()
+
+
+# ---- the races ----
+
+
+async def test_four_daemons_share_one_address_space(
+    kube_ds: Datastore, kube_env: dict[str, str]
+) -> None:
+    # As the etcd test: 512 addresses in 32 blocks of 16 and exactly 512 requests, unevenly
+    # spread, so nodes borrow from each other's blocks once all are claimed.
+    await put_pool(kube_ds, "shared", "10.2.0.0/23", block_size=28)
+    nodes = [f"node-{i}" for i in range(4)]
+    per_node, concurrency = {"node-0": 200, "node-1": 160, "node-2": 96, "node-3": 56}, 8
+    async with running_daemons(nodes, kube_env) as daemons:
+
+        async def client(daemon: Daemon, worker: int) -> list[tuple[str, str]]:
+            out = []
+            async with daemon.channel() as channel:
+                stub = ipam_pb2_grpc.IpamStub(channel)
+                for i in range(per_node[daemon.node] // concurrency):
+                    handle = f"{daemon.node}.w{worker}.{i}"
+                    (ip,) = await assign(stub, handle)
+                    out.append((handle, ip.split("/")[0]))
+            return out
+
+        results = await asyncio.gather(*(client(d, w) for d in daemons for w in range(concurrency)))
+    handed_out = [pair for chunk in results for pair in chunk]
+    assert len(handed_out) == 512
+    assert len({ip for _, ip in handed_out}) == 512
+
+    store = IpamStore(kube_ds, cache=False)
+    blocks = [b.value for b in await store.list_blocks(4)]
+    stored = {str(a.ip): (a, b) for b in blocks for a in b.all_allocations()}
+    assert len(stored) == sum(b.in_use for b in blocks) == 512
+    borrowed = 0
+    for handle, ip in handed_out:
+        alloc, block = stored[ip]
+        assert alloc.handle_id == handle
+        node = handle.split(".")[0]
+        assert alloc.attributes["node"] == node
+        if block.affine_node != node:
+            borrowed += 1  # recorded as borrowed: the block belongs to another node
+    assert sum(Counter(b.affine_node for b in blocks).values()) == 32
+    assert 0 < borrowed < 512
+    pods = [
+        {"name": f"pod-{i}", "node": h.split(".")[0], "containerID": h, "ip": ip}
+        for i, (h, ip) in enumerate(handed_out)
+    ]
+    report, _ = await ipam_report(kube_ds, kube_env, nodes, pods)
+    assert report.duplicates == [] and report.out_of_block == []
+    assert report.handle_mismatches == [] and report.leaked_handles == []
+    assert report.missing_node_blocks == [] and report.leaks == []
+
+
+async def test_sigkill_mid_allocation_leaves_no_duplicates_and_check_finds_leaks(
+    kube_ds: Datastore, kube_env: dict[str, str], tmp_path: Path
+) -> None:
+    await put_pool(kube_ds, "pool", "10.3.0.0/22", block_size=26)
+    async with running_daemons(["node-a", "node-b"], kube_env) as (a, b):
+        acknowledged: list[tuple[str, str]] = []
+        enough_on_a = asyncio.Event()
+
+        async def hammer(daemon: Daemon, prefix: str, count: int) -> None:
+            async with daemon.channel() as channel:
+                stub = ipam_pb2_grpc.IpamStub(channel)
+                for i in range(count):
+                    handle = f"k8s-pod-network.{prefix}{i}"
+                    try:
+                        (ip,) = await assign(stub, handle)
+                    except grpc.aio.AioRpcError:
+                        return  # the daemon died under us
+                    acknowledged.append((handle, ip.split("/")[0]))
+                    if sum(1 for h, _ in acknowledged if h.startswith("k8s-pod-network.a")) >= 60:
+                        enough_on_a.set()
+
+        tasks = [asyncio.create_task(hammer(a, f"a{w}x", 200)) for w in range(8)]
+        tasks += [asyncio.create_task(hammer(b, f"b{w}x", 40)) for w in range(4)]
+        await asyncio.wait_for(enough_on_a.wait(), timeout=60)
+        # Right after a reply the daemon is gathering its next batch; a moment later it is
+        # writing it (handles, then the block), where a kill interrupts the ordered writes.
+        await asyncio.sleep(KILL_DELAY)
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(timeout=10)
+        await asyncio.gather(*tasks)
+        # A new daemon for the same node carries on where the killed one stopped.
+        again = spawn_daemon("node-a", Path(a.socket).parent, kube_env)
+        try:
+            await wait_ready(again)
+            await hammer(again, "after", 20)
+            # A pod deleted without its CNI DEL: a leak the report must show.
+            async with again.channel() as channel:
+                gone = await assign(ipam_pb2_grpc.IpamStub(channel), "k8s-pod-network.gone")
+        finally:
+            stop_daemon(again)
+
+    ips = [ip for _, ip in acknowledged]
+    assert len(ips) == len(set(ips))
+    leaked_ip = gone[0].split("/")[0]
+    assert leaked_ip not in ips
+    pods = [
+        {"name": f"pod-{h.rsplit('.', 1)[1]}", "node": "node-a", "containerID": h, "ip": ip}
+        for h, ip in acknowledged
+    ]
+    # A kill between a handle's write and its block's leaves a leaked handle count at most.
+    report, report_json = await ipam_report(kube_ds, kube_env, ["node-a", "node-b"], pods)
+    assert report.duplicates == [] and report.out_of_block == []
+    assert report.handle_mismatches == []
+    leaks = {leak["ip"] for leak in report_json["leaks"]}
+    assert leaked_ip in leaks and not leaks & set(ips)
+    print(f"after the kill: {len(leaks)} leak(s), {len(report.leaked_handles)} leaked handle(s)")
+
+    report_file = tmp_path / "report.json"
+    report_file.write_text(json.dumps(report_json))
+    released = calicoctl(kube_env, "release", "--from-report", str(report_file))
+    assert released.returncode == 0, released.stderr
+    assert f"released {len(leaks)} of {len(leaks)}" in released.stdout
+    after, _ = await ipam_report(kube_ds, kube_env, ["node-a", "node-b"], pods)
+    assert after.problem_count == 0, after.to_json()
+    assert after.summary["allocations"] == len(ips)
