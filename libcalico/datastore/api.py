@@ -98,6 +98,11 @@ class ListResult:
 class Datastore(abc.ABC):
     """Async key-value datastore with revisions, compare-and-swap and watch."""
 
+    # True: txn() is all-or-nothing and isolated (etcd, embedded). False: its ops are applied
+    # in order and reverted on a failure, but a reader (or a crash) can see the middle
+    # (kubernetes; ordered_txn.py): callers order their ops so that every prefix is safe.
+    atomic_txn = True
+
     @abc.abstractmethod
     async def get(self, key: str) -> KeyValue:
         """Return the key's current value; KeyNotFoundError if absent."""
@@ -130,7 +135,7 @@ class Datastore(abc.ABC):
 
     @abc.abstractmethod
     async def txn(self, ops: builtins.list[TxnOp]) -> builtins.list[KeyValue | None]:
-        """Apply several conditional writes atomically: all succeed or none.
+        """Apply several conditional writes atomically: all succeed or none (see atomic_txn).
 
         Raises the error of the first failing condition (KeyExistsError, KeyNotFoundError or
         RevisionConflictError) and writes nothing. Returns per op the written KeyValue (None for

@@ -1,9 +1,10 @@
 """Which API object a datastore key names, with the Kubernetes datastore.
 
 Mapped so far: Calico's own kinds kept as custom resources (`crds.py`), under
-`/calico/resources/v3/projectcalico.org/<plural>/[<namespace>/]<name>`. Everything else (IPAM
-keys, Node, WorkloadEndpoint, Kubernetes core kinds) is refused with a DatastoreError that names
-the key: those mappings come later in issue 12 (KUBERNETES.md).
+`/calico/resources/v3/projectcalico.org/<plural>/[<namespace>/]<name>` (IPAMConfiguration, whose
+v3 plural is `ipamconfigurations`, is the `IPAMConfig` CRD). IPAM's own keys are kube_ipam.py's.
+Everything else (Node, WorkloadEndpoint, Kubernetes core kinds) is refused with a DatastoreError
+that names the key: those mappings come later in issue 12 (KUBERNETES.md).
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from libcalico.datastore.keys import GROUP_CALICO, RESOURCE_PREFIX
 from libcalico.resources.crds import CALICO_CRDS, CRD_API_VERSION, CalicoCRD
 
 CALICO_PREFIX = f"{RESOURCE_PREFIX}{GROUP_CALICO}/"
-# IPAM's records are CRDs too, but their keys live under /calico/ipam/v2/ (not mapped yet).
+# IPAM's records are CRDs too, but their keys live under /calico/ipam/v2/ (kube_ipam.py).
 _IPAM_KINDS = {"IPAMConfig", "IPAMBlock", "BlockAffinity", "IPAMHandle"}
+# The projectcalico.org/v3 plural of a CRD kind stored under another name.
+_V3_PLURAL = {"IPAMConfig": "ipamconfigurations"}
 _BY_PLURAL = {crd.plural: crd for crd in CALICO_CRDS if crd.kind not in _IPAM_KINDS}
+_BY_PLURAL.update({_V3_PLURAL[crd.kind]: crd for crd in CALICO_CRDS if crd.kind in _V3_PLURAL})
 
 
 def not_mapped(key: str, why: str = "") -> DatastoreError:
@@ -39,7 +43,8 @@ class ObjectRef:
     @property
     def key(self) -> str:
         middle = f"{self.namespace}/" if self.namespace is not None else ""
-        return f"{CALICO_PREFIX}{self.crd.plural}/{middle}{self.name}"
+        plural = _V3_PLURAL.get(self.crd.kind, self.crd.plural)
+        return f"{CALICO_PREFIX}{plural}/{middle}{self.name}"
 
     @property
     def path(self) -> str:

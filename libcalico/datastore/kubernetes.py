@@ -1,7 +1,8 @@
 """The kubernetes datastore (DATASTORE_TYPE=kubernetes): Calico kinds as custom resources,
 Kubernetes kinds as themselves, and the Calico kinds Calico derives from them.
 
-Keys of Calico's own kinds map to custom resources in kube_keys.py, values in kube_values.py.
+Keys of Calico's own kinds map to custom resources in kube_keys.py, values in kube_values.py;
+IPAM's keys (/calico/ipam/v2/...) to IPAMBlock/BlockAffinity/IPAMHandle/IPAMConfig in kube_ipam.py.
 Keys of Kubernetes-owned kinds (core kinds, Node, WorkloadEndpoint, the kns./ksa. profiles)
 go to their handlers (kube_kinds.py: KindHandler), each in its own module; `_handler` and
 `_handlers_under` below are the whole dispatch.
@@ -9,7 +10,8 @@ mod_revision is the object's resourceVersion (kube-apiserver serves etcd's one r
 compare-and-swap is a PUT or DELETE carrying it. HTTP, lists and watches are kube_client.py.
 create_revision has no API equivalent: it is reported as the mod_revision of the read (no
 caller outside the backends uses it).
-Multi-key transactions are refused for now (issue 12): the API has none.
+The API has no multi-object transaction: a multi-key txn is ordered writes, reverted on a
+failure (ordered_txn.py), so atomic_txn is False and IPAM orders its batches (KUBERNETES.md).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import builtins
 from collections.abc import AsyncIterator
 from typing import Any
 
+from libcalico.datastore import kube_ipam
 from libcalico.datastore.api import (
     Datastore,
     DatastoreError,
@@ -28,12 +31,12 @@ from libcalico.datastore.api import (
     ListResult,
     RevisionConflictError,
     TxnOp,
-    TxnOpType,
     WatchEvent,
 )
 from libcalico.datastore.common import check_key, check_txn_ops
-from libcalico.datastore.kube_client import KubeClient, KubeResponse
+from libcalico.datastore.kube_client import KubeClient, KubeResponse, resource_version
 from libcalico.datastore.kube_core import CoreObjects
+from libcalico.datastore.kube_ipam import IpamRef, IpamScope
 from libcalico.datastore.kube_keys import (
     CALICO_PREFIX,
     ObjectRef,
@@ -54,10 +57,52 @@ from libcalico.datastore.kube_nodes import CalicoNodes
 from libcalico.datastore.kube_pods import PodEndpoints
 from libcalico.datastore.kube_profiles import Profiles
 from libcalico.datastore.kube_values import from_custom_resource, revision_of, to_custom_resource
+from libcalico.datastore.ordered_txn import apply_in_order
 from libcalico.resources.crds import CRD_API_VERSION
+
+# ---- which mapping a key uses: IPAM's keys are kube_ipam.py's, the rest kube_keys.py's ----
+
+Ref = ObjectRef | IpamRef
+
+
+def _ref_for_key(key: str) -> Ref:
+    return kube_ipam.ref_for_key(key) if kube_ipam.is_ipam_key(key) else object_for_key(key)
+
+
+def _scope_for_prefix(prefix: str) -> Scope | IpamScope:
+    if kube_ipam.is_ipam_key(prefix):
+        return kube_ipam.scope_for_prefix(prefix)
+    return scope_for_prefix(prefix)
+
+
+def _ref_in_scope(scope: Scope | IpamScope, obj: dict[str, Any]) -> Ref | None:
+    """The key an object listed or watched stands for (None: it has none; already logged)."""
+    if isinstance(scope, IpamScope):
+        return kube_ipam.ref_of(scope.crd, obj)
+    return ref_of(scope.crd, obj)
+
+
+def _to_object(ref: Ref, value: bytes) -> dict[str, Any]:
+    if isinstance(ref, IpamRef):
+        return kube_ipam.to_object(ref, value)
+    return to_custom_resource(ref, value)
+
+
+def _value_of(ref: Ref, obj: dict[str, Any]) -> bytes:
+    if isinstance(ref, IpamRef):
+        return kube_ipam.value_of(ref, obj)
+    return from_custom_resource(ref, obj)
+
+
+def _revision_of(ref: Ref, obj: dict[str, Any]) -> int:
+    if isinstance(ref, IpamRef):
+        return resource_version(obj, ref.key)
+    return revision_of(ref, obj)
 
 
 class KubernetesDatastore(Datastore):
+    atomic_txn = False  # ordered writes, reverted on failure (ordered_txn.py)
+
     def __init__(self, kubeconfig: str | None = None) -> None:
         self._client = KubeClient(kubeconfig)
         self._owned: tuple[KindHandler, ...] = (
@@ -91,13 +136,13 @@ class KubernetesDatastore(Datastore):
     ) -> KubeResponse:
         return await self._client.request(method, path, body, params)
 
-    def _kv(self, ref: ObjectRef, obj: dict[str, Any]) -> KeyValue:
-        revision = revision_of(ref, obj)
-        return KeyValue(ref.key, from_custom_resource(ref, obj), revision, revision)
+    def _kv(self, ref: Ref, obj: dict[str, Any]) -> KeyValue:
+        revision = _revision_of(ref, obj)
+        return KeyValue(ref.key, _value_of(ref, obj), revision, revision)
 
     # ---- reads ----
 
-    async def _get_object(self, ref: ObjectRef) -> dict[str, Any] | None:
+    async def _get_object(self, ref: Ref) -> dict[str, Any] | None:
         response = await self._request("GET", ref.path)
         if response.status == 404:
             return None
@@ -109,13 +154,15 @@ class KubernetesDatastore(Datastore):
         check_key(key)
         if (handler := self._handler(key)) is not None:
             return await handler.get(key)
-        ref = object_for_key(key)
+        ref = _ref_for_key(key)
         obj = await self._get_object(ref)
         if obj is None:
             raise KeyNotFoundError(key)
         return self._kv(ref, obj)
 
-    async def _list_scope(self, scope: Scope) -> tuple[builtins.list[dict[str, Any]], int]:
+    async def _list_scope(
+        self, scope: Scope | IpamScope
+    ) -> tuple[builtins.list[dict[str, Any]], int]:
         try:
             return await self._client.list(scope.path)
         except DatastoreError as error:
@@ -137,12 +184,12 @@ class KubernetesDatastore(Datastore):
         return ListResult(items, min(result.revision for result in results))
 
     async def _list_custom_resources(self, prefix: str) -> ListResult:
-        scope = scope_for_prefix(prefix)
+        scope = _scope_for_prefix(prefix)
         objects, revision = await self._list_scope(scope)
         kvs = []
         for obj in objects:
-            ref = ref_of(scope.crd, obj)
-            if ref.key.startswith(prefix):
+            ref = _ref_in_scope(scope, obj)
+            if ref is not None and ref.key.startswith(prefix):
                 kvs.append(self._kv(ref, obj))
         kvs.sort(key=lambda kv: kv.key)
         return ListResult(kvs, revision)
@@ -164,8 +211,8 @@ class KubernetesDatastore(Datastore):
         check_key(key)
         if (handler := self._handler(key)) is not None:
             return await handler.create(key, value)
-        ref = object_for_key(key)
-        body = to_custom_resource(ref, value)
+        ref = _ref_for_key(key)
+        body = _to_object(ref, value)
         response = await self._request("POST", collection_path(ref.crd, ref.namespace), body)
         if response.status == 409:
             raise KeyExistsError(key)
@@ -175,16 +222,16 @@ class KubernetesDatastore(Datastore):
             raise response.error(f"create {key}")
         return self._kv(ref, response.body)
 
-    async def _actual_revision(self, ref: ObjectRef) -> int | None:
+    async def _actual_revision(self, ref: Ref) -> int | None:
         obj = await self._get_object(ref)
-        return None if obj is None else revision_of(ref, obj)
+        return None if obj is None else _revision_of(ref, obj)
 
     async def update(self, key: str, value: bytes, revision: int) -> KeyValue:
         check_key(key)
         if (handler := self._handler(key)) is not None:
             return await handler.update(key, value, revision)
-        ref = object_for_key(key)
-        body = to_custom_resource(ref, value)
+        ref = _ref_for_key(key)
+        body = _to_object(ref, value)
         body["metadata"]["resourceVersion"] = str(revision)
         response = await self._request("PUT", ref.path, body)
         if response.status == 404:
@@ -203,13 +250,13 @@ class KubernetesDatastore(Datastore):
         check_key(key)
         if (handler := self._handler(key)) is not None:
             return await handler.put(key, value)
-        ref = object_for_key(key)
+        ref = _ref_for_key(key)
         while True:
             obj = await self._get_object(ref)
             try:
                 if obj is None:
                     return await self.create(key, value)
-                return await self.update(key, value, revision_of(ref, obj))
+                return await self.update(key, value, _revision_of(ref, obj))
             except (KeyExistsError, KeyNotFoundError, RevisionConflictError):
                 continue  # raced with another writer: read again
 
@@ -217,12 +264,12 @@ class KubernetesDatastore(Datastore):
         check_key(key)
         if (handler := self._handler(key)) is not None:
             return await handler.delete(key, revision)
-        ref = object_for_key(key)
+        ref = _ref_for_key(key)
         while True:
             obj = await self._get_object(ref)
             if obj is None:
                 raise KeyNotFoundError(key)
-            current = revision_of(ref, obj)
+            current = _revision_of(ref, obj)
             if revision is not None and current != revision:
                 raise RevisionConflictError(key, revision, current)
             options = {
@@ -242,21 +289,9 @@ class KubernetesDatastore(Datastore):
             # Changed between our read and the delete: read again.
 
     async def txn(self, ops: builtins.list[TxnOp]) -> builtins.list[KeyValue | None]:
+        # No transactions in the API: in order, reverted on a failure; not isolated.
         check_txn_ops(ops)
-        if len(ops) != 1:
-            keys = ", ".join(op.key for op in ops)
-            raise DatastoreError(
-                f"txn of {len(ops)} keys ({keys}): multi-key transactions are not mapped to the "
-                "Kubernetes API yet (issue 12; KUBERNETES.md says how they will be)"
-            )
-        op = ops[0]
-        if op.type is TxnOpType.CREATE:
-            return [await self.create(op.key, op.value)]
-        if op.type is TxnOpType.UPDATE:
-            assert op.revision is not None  # check_txn_ops
-            return [await self.update(op.key, op.value, op.revision)]
-        await self.delete(op.key, op.revision)
-        return [None]
+        return await apply_in_order(self, ops)
 
     # ---- watch ----
 
@@ -276,14 +311,16 @@ class KubernetesDatastore(Datastore):
     async def _watch_custom_resources(
         self, prefix: str, start_revision: int
     ) -> AsyncIterator[WatchEvent]:
-        scope = scope_for_prefix(prefix)
+        scope = _scope_for_prefix(prefix)
         # Kubernetes sends what is strictly newer than resourceVersion; the contract includes
         # start_revision.
         async for event in self._client.watch(scope.path, start_revision - 1):
-            ref = ref_of(scope.crd, event.object)
-            if event.type == "BOOKMARK" or not ref.key.startswith(prefix):
+            if event.type == "BOOKMARK":
                 continue
-            value = from_custom_resource(ref, event.object)
+            ref = _ref_in_scope(scope, event.object)
+            if ref is None or not ref.key.startswith(prefix):
+                continue
+            value = _value_of(ref, event.object)
             kind_of = EventType.DELETE if event.type == "DELETED" else EventType.PUT
             yield WatchEvent(kind_of, ref.key, value, event.resource_version)
 

@@ -25,7 +25,6 @@ def test_cluster_and_namespaced_keys_map_to_custom_resources() -> None:
 @pytest.mark.parametrize(
     "key",
     [
-        "/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26",
         CALICO + "nodes/node-1",
         CALICO + "workloadendpoints/default/n-k8s-p-eth0",
         "/calico/resources/v3/core/pods/default/p",
@@ -108,3 +107,14 @@ def test_a_non_integer_resource_version_is_an_error_naming_the_object() -> None:
     ref = object_for_key(CALICO + "ippools/p")
     with pytest.raises(DatastoreError, match=r"ippools/p: metadata\.resourceVersion 'abc'"):
         revision_of(ref, {"metadata": {"resourceVersion": "abc"}})
+
+
+def test_ipam_configuration_is_stored_as_the_ipamconfig_crd() -> None:
+    key = CALICO + "ipamconfigurations/default"
+    ref = object_for_key(key)
+    assert (ref.crd.kind, ref.key) == ("IPAMConfig", key)
+    assert ref.path == "/apis/crd.projectcalico.org/v1/ipamconfigs/default"
+    doc = {"kind": "IPAMConfiguration", "spec": {"strictAffinity": True}}
+    stored = to_custom_resource(ref, json.dumps(doc).encode())
+    assert (stored["kind"], stored["spec"]) == ("IPAMConfig", {"strictAffinity": True})
+    assert json.loads(from_custom_resource(ref, stored))["kind"] == "IPAMConfiguration"
