@@ -102,6 +102,10 @@ class Datastore(abc.ABC):
     # in order and reverted on a failure, but a reader (or a crash) can see the middle
     # (kubernetes; ordered_txn.py): callers order their ops so that every prefix is safe.
     atomic_txn = True
+    # Whether one list/watch may span many kinds (a whole subtree such as `/calico/`): etcd
+    # and embedded serve any prefix; the kubernetes datastore serves one kind (or API group)
+    # per list/watch, so a consumer of many kinds (Typha) watches each prefix it needs.
+    watches_any_prefix = True
 
     @abc.abstractmethod
     async def get(self, key: str) -> KeyValue:

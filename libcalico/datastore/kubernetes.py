@@ -102,6 +102,7 @@ def _revision_of(ref: Ref, obj: dict[str, Any]) -> int:
 
 class KubernetesDatastore(Datastore):
     atomic_txn = False  # ordered writes, reverted on failure (ordered_txn.py)
+    watches_any_prefix = False  # one kind (or API group) per list/watch
 
     def __init__(self, kubeconfig: str | None = None) -> None:
         self._client = KubeClient(kubeconfig)

@@ -32,12 +32,20 @@ def common_root(prefixes: Sequence[str]) -> str:
     return common[: common.rfind("/") + 1]
 
 
+def distinct_prefixes(prefixes: Sequence[str]) -> tuple[str, ...]:
+    """The prefixes that no other prefix in `prefixes` already covers, each once."""
+    unique = sorted(set(prefixes))
+    return tuple(p for p in unique if not any(p != q and p.startswith(q) for q in unique))
+
+
 class WatchCountingDatastore(Datastore):
     """Delegates to a datastore and counts the watches open through it (for status)."""
 
     def __init__(self, inner: Datastore) -> None:
         self.inner = inner
         self.open_watches = 0
+        self.watches_any_prefix = inner.watches_any_prefix
+        self.atomic_txn = inner.atomic_txn
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
         self.open_watches += 1
@@ -79,7 +87,13 @@ class DatastoreFeed:
     def __init__(self, datastore: Datastore, caches: Sequence[SyncerCache]) -> None:
         self.datastore = WatchCountingDatastore(datastore)
         self.caches = list(caches)
-        self.root = common_root([p for cache in self.caches for p in cache.prefixes])
+        prefixes = [p for cache in self.caches for p in cache.prefixes]
+        self.root = common_root(prefixes)
+        # One watch on the common root where the datastore serves any prefix (etcd); else
+        # one per prefix the caches need (the kubernetes datastore: one per kind).
+        self.watched: tuple[str, ...] = (
+            (self.root,) if datastore.watches_any_prefix else distinct_prefixes(prefixes)
+        )
         self.restarts = 0
 
     @property
@@ -89,7 +103,7 @@ class DatastoreFeed:
     async def run(self) -> None:
         """Feed the caches until cancelled."""
         while True:
-            syncer = DatastoreSyncer(self.datastore, (self.root,))
+            syncer = DatastoreSyncer(self.datastore, self.watched)
             first = True
             try:
                 async for batch in syncer.updates():
