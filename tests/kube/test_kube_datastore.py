@@ -1,6 +1,6 @@
 """The kubernetes datastore against a real API server, beyond the contract tests of
 tests/datastore: calicoctl and kubectl see the same Calico objects; a watch from a revision the
-API server no longer has asks for a resync; what is not mapped yet is refused naming it; a
+API server no longer has asks for a resync; what is not mapped is refused naming it; a
 multi-key txn is ordered writes undone on a failure; IPAM objects read in kubectl as Calico's.
 
 One API server for the module (conftest's kube_api) with Calico's CRDs installed; calicoctl runs
@@ -106,7 +106,7 @@ async def test_unmapped_keys_are_refused_naming_them_and_a_txn_is_ordered_writes
 ) -> None:
     config = DatastoreConfig(type="kubernetes", kubeconfig=str(crds.kubeconfig))
     async with await connect(config) as store:
-        node = "/calico/resources/v3/projectcalico.org/nodes/node-1"
+        node = "/calico/resources/v3/projectcalico.org/nosuchkinds/x"
         with pytest.raises(DatastoreError, match="not mapped to the Kubernetes API yet") as info:
             await store.get(node)
         assert node in str(info.value)
