@@ -120,7 +120,8 @@ async def _check(ds: Datastore, args: argparse.Namespace) -> int:
 
 
 def _release_specs(args: argparse.Namespace) -> list[Any]:
-    from services.ipam.allocator import ReleaseSpec, parse_ip
+    from libcalico.ipam.release import ReleaseSpec
+    from services.ipam.allocator import parse_ip
     from services.ipam.errors import InvalidRequestError
 
     try:

@@ -10,10 +10,11 @@ import pytest
 import pytest_asyncio
 
 from libcalico.datastore import Datastore
-from services.ipam import keys
-from services.ipam.allocator import Allocator, AssignRequest, ReleaseSpec
+from libcalico.ipam import keys
+from libcalico.ipam.model import Block, BlockAffinity, Handle
+from libcalico.ipam.release import ReleaseSpec
+from services.ipam.allocator import Allocator, AssignRequest
 from services.ipam.errors import AddressInUseError, InvalidRequestError, PoolsExhaustedError
-from services.ipam.model import Block, BlockAffinity, Handle
 from tests.ipam.helpers import put_ipam_config, put_node, put_pool
 
 MakeAllocator = Callable[[str], Allocator]
