@@ -17,9 +17,14 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from lab.apiserver import ApiServer
 from libcalico.config import DatastoreConfig
-from libcalico.datastore import Datastore, connect
+from libcalico.datastore import Datastore, ResyncRequiredError, connect
 from libcalico.datastore.keys import GROUP_CALICO, GROUP_CORE, GROUP_NETWORKING, resource_key
+from libcalico.datastore.kube_client import KubeClient, KubeEvent
+from services.controllers.copier import CopyController
+from services.controllers.copies import PODS
+from services.controllers.informer import Informer
 from tests.controllers.conftest import Replicas
 from tests.controllers.kit import KubeApi, stored, wait_stored
 
@@ -180,3 +185,59 @@ async def test_full_pass_repairs_copies_and_removes_strays(
     await wait_stored(
         etcd, key, lambda o: o and o["metadata"]["labels"] == {"app": "x"}, within=6.0
     )
+
+
+async def test_a_watch_that_cannot_resume_relists_and_converges(
+    kube: KubeApi, kube_api: ApiServer, etcd: Datastore
+) -> None:
+    """410 Gone: the informer lists again and reports what differs; the copier reconciles
+    every key, so changes the lost watch never delivered still reach etcd."""
+    kube.namespace("copy-410")
+    for name in ("a", "b"):
+        kube.pod("copy-410", name, labels={"v": "1"})
+    client = KubeClient(str(kube_api.kubeconfig))
+    real_watch = client.watch
+    compacted = asyncio.Event()
+    calls = 0
+
+    async def watch(path: str, since: int, params: Any = None) -> AsyncIterator[KubeEvent]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the first watch hears nothing, then finds its revision compacted
+            await compacted.wait()
+            raise ResyncRequiredError(f"watch {path}: revision {since} is compacted")
+        async for event in real_watch(path, since, params):
+            yield event
+
+    client.watch = watch  # type: ignore[method-assign]
+    informer = Informer(client, PODS.api_path, "pods")
+    copier = CopyController(PODS, informer, etcd, reconciler_seconds=300.0)
+    tasks = [asyncio.create_task(informer.run()), asyncio.create_task(copier.run())]
+    try:
+        await wait_stored(etcd, pod_key("copy-410", "b"))
+        kube.delete_pod_now("copy-410", "a")
+        kube.patch("pods", "b", {"metadata": {"labels": {"v": "2"}}}, "copy-410")
+        kube.pod("copy-410", "c", labels={"v": "1"})
+        await asyncio.sleep(0.3)
+        assert await stored(etcd, pod_key("copy-410", "a")) is not None, "the watch was deaf"
+        compacted.set()
+        await wait_stored(etcd, pod_key("copy-410", "a"), lambda o: o is None)
+        await wait_stored(
+            etcd,
+            pod_key("copy-410", "b"),
+            lambda o: o is not None and o["metadata"]["labels"] == {"v": "2"},
+        )
+        await wait_stored(etcd, pod_key("copy-410", "c"))
+        assert informer.relists == 2
+        # And the watch after the relist delivers as usual.
+        kube.patch("pods", "c", {"metadata": {"labels": {"v": "3"}}}, "copy-410")
+        await wait_stored(
+            etcd,
+            pod_key("copy-410", "c"),
+            lambda o: o is not None and o["metadata"]["labels"] == {"v": "3"},
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
