@@ -14,6 +14,8 @@ import asyncio
 import logging
 import time
 
+from opentelemetry import trace
+
 from libcalico.datastore import (
     Datastore,
     DatastoreError,
@@ -27,6 +29,7 @@ from services.controllers.copies import CopiedKind
 from services.controllers.informer import Informer, ObjectKey
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 CONFLICT_ATTEMPTS = 5
 RETRY_SECONDS = 1.0
@@ -75,6 +78,12 @@ class CopyController:
                 await asyncio.sleep(RETRY_SECONDS)
 
     async def full_pass(self) -> None:
+        with tracer.start_as_current_span(
+            "copy.full-pass", attributes={"calico.kind": self.kind.kind}
+        ):
+            await self._full_pass()
+
+    async def _full_pass(self) -> None:
         listed = await self.datastore.list(self.kind.prefix)
         self._stored = {kv.key: (kv.value, kv.mod_revision) for kv in listed.items}
         keys = set(self.informer.objects)

@@ -264,10 +264,11 @@ class IpamGarbageCollector:
             )
         else:
             for s in group:
+                pod = f"{s.namespace}/{s.pod}" if s.pod else None
                 log.info(
-                    "released leaked address %s",
+                    "released address %s",
                     s.ip,
-                    extra={"handle": s.handle, "node": s.node, "pod": f"{s.namespace}/{s.pod}"},
+                    extra={"handle": s.handle, "node": s.node, "pod": pod},
                 )
         return released
 

@@ -91,6 +91,7 @@ class NodeController:
 
     async def _scan_loop(self) -> None:
         next_scan = 0.0
+        backoff = RETRY_SECONDS
         while True:
             timeout = max(0.0, next_scan - time.monotonic())
             try:
@@ -102,9 +103,13 @@ class NodeController:
             try:
                 await self.scan_once()
                 next_scan = time.monotonic() + self.config.scan_seconds
+                backoff = RETRY_SECONDS
             except (DatastoreError, RuntimeError) as exc:
-                log.warning("IPAM scan failed, again shortly: %s", exc)
-                next_scan = time.monotonic() + RETRY_SECONDS
+                # Doubling up to the scan period: a datastore that cannot serve IPAM at all
+                # is reported every few minutes, not every second.
+                log.warning("IPAM scan failed, again in %.0f s: %s", backoff, exc)
+                next_scan = time.monotonic() + backoff
+                backoff = min(backoff * 2, max(self.config.scan_seconds, RETRY_SECONDS))
 
     async def scan_once(self) -> ScanResult:
         with tracer.start_as_current_span("node-controller.scan"):
