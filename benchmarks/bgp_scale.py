@@ -181,8 +181,8 @@ async def _seed(db: Path, peers: int, blocks: int) -> None:
     """The datastore calico-bgpd reads: its Node, N global peers, M blocks affine to it."""
     from lab import objects
     from libcalico.datastore import connect
-    from services.ipam import keys as ipam_keys
-    from services.ipam.model import Block, BlockAffinity
+    from libcalico.ipam import keys as ipam_keys
+    from libcalico.ipam.model import Block, BlockAffinity
 
     store = {"type": "embedded", "path": str(db)}
     async with objects.resource_client(store) as client:

@@ -87,8 +87,8 @@ async def seed(db: Path, count: int) -> None:
     """The datastore Felix reads: a VXLAN pool, this node, N remote nodes and their blocks."""
     from lab import objects
     from libcalico.datastore import connect
-    from services.ipam import keys as ipam_keys
-    from services.ipam.model import Block, BlockAffinity
+    from libcalico.ipam import keys as ipam_keys
+    from libcalico.ipam.model import Block, BlockAffinity
 
     store = {"type": "embedded", "path": str(db)}
     nodes = [objects.node(LOCAL_NODE, f"{LOCAL_ADDRESS}/{NODE_NET.prefixlen}")]

@@ -145,7 +145,8 @@ def _handle_trims(args: argparse.Namespace) -> list[tuple[str, Any, int]]:
 
 
 def _release_specs(args: argparse.Namespace) -> list[Any]:
-    from services.ipam.allocator import ReleaseSpec, parse_ip
+    from libcalico.ipam.release import ReleaseSpec
+    from services.ipam.allocator import parse_ip
     from services.ipam.errors import InvalidRequestError
 
     try:

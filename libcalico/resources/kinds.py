@@ -83,6 +83,13 @@ _KINDS: tuple[KindInfo, ...] = (
     _calico("BGPPeer", "bgppeers", False, "bgpp", "bgpps", "bp", "bps"),
     _calico("BGPFilter", "bgpfilters", False),
     _calico("ClusterInformation", "clusterinformations", False, "clusterinfo", "clusterinfos"),
+    _calico(
+        "KubeControllersConfiguration",
+        "kubecontrollersconfigurations",
+        False,
+        "kubecontrollersconfig",
+        "kubecontrollersconfigs",
+    ),
     # Kubernetes kinds the project reads (core/v1 and networking.k8s.io/v1).
     KindInfo(
         "Namespace",

@@ -20,20 +20,10 @@ import ipaddress
 import logging
 from dataclasses import dataclass, field
 
-from libcalico.datastore import (
-    Datastore,
-    DatastoreError,
-    KeyExistsError,
-    KeyNotFoundError,
-    RevisionConflictError,
-)
-from libcalico.ipam_block import host_affinity
-from services.ipam import keys
-from services.ipam.cluster import ClusterView, selects_node
-from services.ipam.committer import DEFAULT_LINGER_SECONDS, Committer
-from services.ipam.errors import AddressInUseError, InvalidRequestError, PoolsExhaustedError
-from services.ipam.keys import Network
-from services.ipam.model import (
+from libcalico.datastore import Datastore, KeyExistsError, KeyNotFoundError, RevisionConflictError
+from libcalico.ipam import keys
+from libcalico.ipam.keys import Network
+from libcalico.ipam.model import (
     ATTR_NODE,
     AffinityState,
     Block,
@@ -42,9 +32,14 @@ from services.ipam.model import (
     IPAddress,
     IpamConfig,
 )
+from libcalico.ipam.release import ReleaseSpec, release_handle, release_one
+from libcalico.ipam.staging import Staging
+from libcalico.ipam.store import IpamStore, Versioned
+from libcalico.ipam_block import host_affinity
+from services.ipam.cluster import ClusterView, selects_node
+from services.ipam.committer import DEFAULT_LINGER_SECONDS, Committer
+from services.ipam.errors import AddressInUseError, InvalidRequestError, PoolsExhaustedError
 from services.ipam.pools import USE_WORKLOAD, Pool
-from services.ipam.staging import Staging
-from services.ipam.store import IpamStore, Versioned
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +62,6 @@ class AssignRequest:
 class AssignResult:
     ipv4: list[IPInterface] = field(default_factory=list)
     ipv6: list[IPInterface] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ReleaseSpec:
-    ip: IPAddress
-    # When set, release only an allocation that still has this handle / sequence number.
-    handle_id: str | None = None
-    sequence_number: int | None = None
 
 
 @dataclass
@@ -214,23 +201,7 @@ class Allocator:
         check_handle(handle_id)
 
         async def op(stg: Staging) -> list[IPAddress]:
-            handle = await stg.get_handle(handle_id)
-            if handle is None:
-                return []
-            released: list[IPAddress] = []
-            for cidr_text in sorted(handle.blocks):
-                cidr = ipaddress.ip_network(cidr_text)
-                block = await stg.get_block(cidr)
-                if block is None:
-                    continue
-                ordinals = block.ordinals_of_handle(handle_id)
-                released.extend(block.ip_of(o) for o in ordinals)
-                block.release(ordinals)
-                stg.put_block(block)
-                await self._maybe_release_empty_block(stg, block)
-            handle.blocks.clear()
-            stg.put_handle(handle)
-            return released
+            return await release_handle(stg, handle_id)
 
         return await self.committer.run(op)
 
@@ -538,81 +509,4 @@ class Allocator:
         cidr = await self._find_block_cidr(spec.ip, pools)
         if cidr is None:
             return False
-        block = await stg.get_block(cidr)
-        if block is None:
-            return False
-        ordinal = block.ordinal_of(spec.ip)
-        alloc = block.allocation(ordinal)
-        if alloc is None:
-            return False
-        if spec.handle_id is not None and alloc.handle_id != spec.handle_id:
-            return False
-        if spec.sequence_number is not None and alloc.sequence_number != spec.sequence_number:
-            return False
-        block.release([ordinal])
-        stg.put_block(block)
-        if alloc.handle_id:
-            handle = await stg.get_handle(alloc.handle_id)
-            if handle is not None:
-                handle.remove(cidr, 1)
-                stg.put_handle(handle)
-        await self._maybe_release_empty_block(stg, block)
-        return True
-
-    async def _maybe_release_empty_block(self, stg: Staging, block: Block) -> None:
-        """Give an empty block back to its pool, unless it is its node's last one."""
-        node = block.affine_node
-        if node is None or not block.is_empty:
-            return
-        others = [
-            a
-            for a in await stg.node_affinities(node, block.cidr.version)
-            if a.cidr != block.cidr and a.state is AffinityState.CONFIRMED
-        ]
-        if not others:
-            return
-        if not self.datastore.atomic_txn:
-            cidr = block.cidr
-            stg.after_commit(lambda: self._release_block_in_steps(node, cidr))
-            return
-        if await stg.get_affinity(node, block.cidr) is not None:
-            stg.delete_affinity(node, block.cidr)
-        stg.delete_block(block.cidr)
-        log.info("block %s is empty: released from node %s", block.cidr, node)
-
-    async def _release_block_in_steps(self, node: str, cidr: Network) -> None:
-        """Calico's release of an empty block where a txn is not atomic, after the batch that
-        emptied it is written: the affinity becomes pendingDeletion (no longer owned), the
-        block is deleted at the revision that batch wrote (an address taken from it since
-        keeps it, and the affinity is confirmed again), then the affinity is deleted. A crash
-        between the steps leaves a pendingDeletion affinity, settled by the node's next
-        assignment; never a block two nodes allocate from.
-        """
-        ds = self.datastore
-        aff_key, blk_key = keys.affinity_key(node, cidr), keys.block_key(cidr)
-        block = await self.store.block(cidr)
-        if block is None or not block.value.is_empty or block.value.affine_node != node:
-            return
-        aff = await self.store.affinity(node, cidr, fresh=True)
-        try:
-            marked = None
-            if aff is not None:
-                leaving = BlockAffinity(node, cidr, AffinityState.PENDING_DELETION)
-                marked = await ds.update(aff_key, leaving.to_bytes(), aff.revision)
-            try:
-                await ds.delete(blk_key, revision=block.revision)
-            except KeyNotFoundError:
-                pass  # already gone: only the affinity is left to delete
-            except RevisionConflictError:
-                if marked is not None:  # in use again: it stays this node's
-                    back = BlockAffinity(node, cidr, AffinityState.CONFIRMED)
-                    await ds.update(aff_key, back.to_bytes(), marked.mod_revision)
-                return
-            if marked is not None:
-                await ds.delete(aff_key, revision=marked.mod_revision)
-            log.info("block %s is empty: released from node %s", cidr, node)
-        except DatastoreError as error:
-            log.warning("releasing empty block %s of node %s stopped: %s", cidr, node, error)
-        finally:
-            self.store.invalidate(aff_key)
-            self.store.invalidate(blk_key)
+        return await release_one(stg, cidr, spec)

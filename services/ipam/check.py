@@ -26,10 +26,14 @@ from typing import Any
 
 from libcalico.datastore import Datastore
 from libcalico.datastore.keys import GROUP_CALICO, resource_prefix
-from services.ipam.model import ATTR_NAMESPACE, ATTR_NODE, ATTR_POD, Block
-from services.ipam.store import IpamStore
-
-TUNNEL_SUFFIX = "TunnelAddress"
+from libcalico.ipam.model import (
+    ATTR_NAMESPACE,
+    ATTR_NODE,
+    ATTR_POD,
+    TUNNEL_TYPE_SUFFIX,
+    Block,
+)
+from libcalico.ipam.store import IpamStore
 
 
 @dataclass
@@ -172,7 +176,7 @@ async def run_check(ds: Datastore) -> Report:
             if alloc.handle_id:
                 counted[alloc.handle_id][cidr] += 1
             kind = alloc.attributes.get("type", "")
-            if kind.endswith(TUNNEL_SUFFIX):
+            if kind.endswith(TUNNEL_TYPE_SUFFIX):
                 alive = alloc.attributes.get(ATTR_NODE, node or "") in nodes
             else:
                 alive = live.holds(ip, alloc.handle_id, alloc.attributes)

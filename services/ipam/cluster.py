@@ -14,9 +14,9 @@ from typing import Any
 
 from libcalico.datastore import Datastore, KeyNotFoundError
 from libcalico.datastore.keys import GROUP_CALICO, resource_key, resource_prefix
+from libcalico.ipam.model import IpamConfig
 from libcalico.resources.invalid import InvalidObjects
 from libcalico.selector import SelectorError, parse
-from services.ipam.model import IpamConfig
 from services.ipam.pools import Pool, PoolError, pool_from_resource
 
 log = logging.getLogger(__name__)

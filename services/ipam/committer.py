@@ -29,16 +29,15 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from libcalico.datastore import KeyExistsError, KeyNotFoundError, RevisionConflictError
+from libcalico.ipam.staging import Staging
+from libcalico.ipam.store import IpamStore
+from libcalico.ipam.transact import CONFLICTS
 from services.ipam.errors import IpamError, TooManyConflictsError
-from services.ipam.staging import Staging
-from services.ipam.store import IpamStore
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 Operation = Callable[[Staging], Awaitable[Any]]
-CONFLICTS = (RevisionConflictError, KeyExistsError, KeyNotFoundError)
 # etcd refuses transactions of more than 128 operations by default; an assignment writes a
 # block and a handle, so 48 operations stay well below.
 DEFAULT_MAX_BATCH = 48

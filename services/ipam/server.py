@@ -11,7 +11,8 @@ import grpc.aio
 
 from calico.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 from libcalico.datastore import DatastoreUnavailableError
-from services.ipam.allocator import Allocator, AssignRequest, ReleaseSpec, parse_ip
+from libcalico.ipam.release import ReleaseSpec
+from services.ipam.allocator import Allocator, AssignRequest, parse_ip
 from services.ipam.errors import (
     AddressInUseError,
     InvalidRequestError,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from libcalico.datastore import Datastore
+from libcalico.ipam.model import Block
+from libcalico.ipam.store import IpamStore
 from services.ipam.cluster import ClusterView
-from services.ipam.model import Block
-from services.ipam.store import IpamStore
 
 
 def _block_json(block: Block, pool: str | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from libcalico.datastore.kube_ipam import (
     to_object,
     value_of,
 )
-from services.ipam.model import AffinityState, Block, BlockAffinity, Handle
+from libcalico.ipam.model import AffinityState, Block, BlockAffinity, Handle
 
 BLOCK_KEY = "/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26"
 AFFINITY_KEY = "/calico/ipam/v2/host/node-1/ipv4/block/10.0.0.0-26"

@@ -13,10 +13,11 @@ import pytest_asyncio
 
 from libcalico.config import DatastoreConfig
 from libcalico.datastore import Datastore, connect
-from services.ipam import keys
-from services.ipam.allocator import Allocator, AssignRequest, ReleaseSpec
+from libcalico.ipam import keys
+from libcalico.ipam.model import Block, BlockAffinity, Handle
+from libcalico.ipam.release import ReleaseSpec
+from services.ipam.allocator import Allocator, AssignRequest
 from services.ipam.errors import AddressInUseError, InvalidRequestError, PoolsExhaustedError
-from services.ipam.model import Block, BlockAffinity, Handle
 from tests.fixtures.ordered_writes import OrderedWrites
 from tests.ipam.helpers import put_ipam_config, put_node, put_pool
 

@@ -6,9 +6,9 @@ import asyncio
 import time
 from typing import Any, cast
 
+from libcalico.ipam.staging import Staging
+from libcalico.ipam.store import IpamStore
 from services.ipam.committer import Committer
-from services.ipam.staging import Staging
-from services.ipam.store import IpamStore
 
 
 class CountingStore:

@@ -17,8 +17,8 @@ import pytest
 
 from calico.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 from libcalico.datastore import Datastore
+from libcalico.ipam.store import IpamStore
 from services.ipam.check import run_check
-from services.ipam.store import IpamStore
 from tests.ipam.daemons import Daemon, running_daemons, spawn_daemon, stop_daemon, wait_ready
 from tests.ipam.helpers import put_node, put_pool, put_workload_endpoint
 

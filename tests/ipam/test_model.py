@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from services.ipam.model import Block, BlockAffinity, Handle
+from libcalico.ipam.model import Block, BlockAffinity, Handle
 from services.ipam.pools import pool_from_resource
 
 

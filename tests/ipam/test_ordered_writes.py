@@ -22,11 +22,11 @@ import pytest_asyncio
 
 from libcalico.config import DatastoreConfig
 from libcalico.datastore import Datastore, connect
-from services.ipam import keys
+from libcalico.ipam import keys
+from libcalico.ipam.model import AffinityState, Block, BlockAffinity
 from services.ipam.allocator import Allocator, AssignRequest
 from services.ipam.check import Report, run_check
 from services.ipam.errors import PoolsExhaustedError
-from services.ipam.model import AffinityState, Block, BlockAffinity
 from tests.fixtures.ordered_writes import Crashed, OrderedWrites
 from tests.ipam.helpers import put_pool
 

@@ -46,8 +46,8 @@ from libcalico.datastore import (
 )
 from libcalico.datastore.keys import GROUP_CALICO, resource_key, resource_prefix
 from libcalico.datastore.kube_client import KubeClient
+from libcalico.ipam.store import IpamStore
 from services.ipam.check import Report, run_check
-from services.ipam.store import IpamStore
 from tests.ipam.daemons import Daemon, running_daemons, spawn_daemon, stop_daemon, wait_ready
 from tests.ipam.helpers import put_pool
 from tests.ipam.test_daemons import assign

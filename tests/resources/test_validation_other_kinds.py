@@ -228,3 +228,38 @@ def test_serialization_is_canonical() -> None:
         from_json_bytes(b"[1]")
     with pytest.raises(ValueError):
         to_json_bytes({"x": float("nan")})
+
+
+def test_kube_controllers_configuration() -> None:
+    spec = {
+        "logSeverityScreen": "Info",
+        "healthChecks": "Enabled",
+        "etcdV3CompactionPeriod": "10m",
+        "controllers": {
+            "node": {"reconcilerPeriod": "5m", "leakGracePeriod": "15m", "syncLabels": "Enabled"},
+            "policy": {"reconcilerPeriod": "5m"},
+            "namespace": {},
+        },
+    }
+    obj = calico("KubeControllersConfiguration", "default", spec)
+    obj["status"] = {"runningConfig": {"controllers": {"node": {}}}}
+    out = validate(obj)
+    assert out["spec"] == spec
+    assert out["status"] == obj["status"]
+    kcc = "KubeControllersConfiguration"
+    assert_invalid(calico(kcc, "other", {}), "metadata.name", "default")
+    assert_invalid(
+        calico(kcc, "default", {"controllers": {"node": {"leakGracePeriod": "15 min"}}}),
+        "spec.controllers.node.leakGracePeriod",
+        "not a duration",
+    )
+    assert_invalid(
+        calico(kcc, "default", {"controllers": {"pods": {}}}),
+        "spec.controllers.pods",
+        "unknown field",
+    )
+    assert_invalid(
+        calico(kcc, "default", {"controllers": {"node": {"syncLabels": "yes"}}}),
+        "spec.controllers.node.syncLabels",
+        "Enabled, Disabled",
+    )

@@ -15,7 +15,15 @@ from typing import Any
 
 from libcalico.datastore.keys import GROUP_CALICO, GROUP_CORE, GROUP_NETWORKING
 from libcalico.resources.kinds import KindInfo, UnknownKindError, kind_of
-from libcalico.resources.validation import bgp_filter, config, endpoints, ipam, kubernetes, policy
+from libcalico.resources.validation import (
+    bgp_filter,
+    config,
+    endpoints,
+    ipam,
+    kube_controllers,
+    kubernetes,
+    policy,
+)
 from libcalico.resources.validation.errors import ValidationError
 from libcalico.resources.validation.fields import Fields, as_mapping
 from libcalico.resources.validation.metadata import validate_metadata
@@ -66,6 +74,9 @@ _RULES: dict[tuple[str, str], _KindRules] = {
     (GROUP_CALICO, "BGPPeer"): _spec_body(config.validate_bgp_peer_spec),
     (GROUP_CALICO, "BGPFilter"): _spec_body(bgp_filter.validate_bgp_filter_spec),
     (GROUP_CALICO, "ClusterInformation"): _spec_body(config.validate_cluster_information_spec),
+    (GROUP_CALICO, "KubeControllersConfiguration"): _spec_body(
+        kube_controllers.validate_kube_controllers_configuration_spec, "status"
+    ),
     (GROUP_CORE, "Namespace"): _KindRules(
         frozenset({"spec", "status"}), kubernetes.validate_namespace_body
     ),

@@ -82,6 +82,9 @@ _NAME_CHECKS: dict[tuple[str, str], NameCheck] = {
     (GROUP_CALICO, "GlobalNetworkPolicy"): _policy_name(_GLOBAL_NETWORK_POLICY_NAME_RE),
     (GROUP_CALICO, "IPAMConfiguration"): _exactly_default("IPAMConfiguration"),
     (GROUP_CALICO, "ClusterInformation"): _exactly_default("ClusterInformation"),
+    (GROUP_CALICO, "KubeControllersConfiguration"): _exactly_default(
+        "KubeControllersConfiguration"
+    ),
     (GROUP_CORE, "Namespace"): check_dns_label,
 }
 

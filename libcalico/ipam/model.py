@@ -16,14 +16,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from libcalico.ipam.keys import Network
 from libcalico.ipam_block import affine_node
-from services.ipam.keys import Network
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ATTR_NAMESPACE = "namespace"
 ATTR_POD = "pod"
 ATTR_NODE = "node"
+ATTR_TYPE = "type"
+# Tunnel addresses carry `type` <encap>TunnelAddress (vxlanTunnelAddress, ipipTunnelAddress).
+TUNNEL_TYPE_SUFFIX = "TunnelAddress"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 from libcalico.datastore import Datastore, KeyNotFoundError, KeyValue, TxnOp
-from services.ipam import keys
-from services.ipam.keys import Network
-from services.ipam.model import Block, BlockAffinity, Handle
+from libcalico.ipam import keys
+from libcalico.ipam.keys import Network
+from libcalico.ipam.model import Block, BlockAffinity, Handle
 
 T = TypeVar("T", covariant=True)
 

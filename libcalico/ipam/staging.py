@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from libcalico.datastore import TxnOp, TxnOpType
-from services.ipam import keys
-from services.ipam.keys import Network
-from services.ipam.model import Block, BlockAffinity, Handle
-from services.ipam.store import IpamStore
+from libcalico.ipam import keys
+from libcalico.ipam.keys import Network
+from libcalico.ipam.model import Block, BlockAffinity, Handle
+from libcalico.ipam.store import IpamStore
 
 StagedObject = Block | Handle | BlockAffinity
 
