@@ -1,9 +1,8 @@
 """Kubernetes datastore mode (DATASTORE_TYPE=kubernetes): the Calico Node is the Kubernetes Node,
 so only the node controller runs, and it only has IPAM to release.
 
-The IPAM half needs the backend to map IPAM blocks, affinities and handles onto the API
-(IPAMBlock / BlockAffinity / IPAMHandle with ordered multi-key writes, issue 12); until it
-does, that test skips and prints why.
+The IPAM half runs on the backend's IPAMBlock / BlockAffinity / IPAMHandle mapping, whose
+multi-key transactions are ordered writes (libcalico/datastore/ordered_txn.py).
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ import pytest_asyncio
 
 from lab.apiserver import ApiServer
 from libcalico.config import DatastoreConfig
-from libcalico.datastore import Datastore, DatastoreError, connect
-from libcalico.ipam import keys
+from libcalico.datastore import Datastore, connect
 from tests.controllers.conftest import Replicas
 from tests.controllers.ipamkit import ipam_state, make_pool, pod_address, tunnel_address
 from tests.controllers.kit import KubeApi, wait_for
@@ -94,12 +92,6 @@ async def test_kubernetes_mode_releases_a_gone_nodes_ipam(
     kdd_env: dict[str, str],
     kdd: Datastore,
 ) -> None:
-    try:
-        await kdd.list(keys.block_prefix(4))
-    except DatastoreError as exc:
-        reason = f"the kubernetes backend does not map IPAM yet: {exc}"
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
     await make_pool(kdd)
     kube.namespace("kdd-ipam")
     kube.node("kdd-gone")

@@ -57,6 +57,11 @@ CUSTOM_RESOURCES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"exportV4": [{"action": "Reject", "matchOperator": "In", "cidr": "10.0.0.0/8"}]},
         {"exportV4": [{"action": "Accept", "matchOperator": "In", "cidr": "10.0.0.0/8"}]},
     ),
+    "KubeControllersConfiguration": (
+        "default",
+        {"logSeverityScreen": "Info", "healthChecks": "Enabled"},
+        {"logSeverityScreen": "Debug", "healthChecks": "Disabled"},
+    ),
     "ClusterInformation": (
         "default",
         {"clusterGUID": "guid-1", "datastoreReady": True},
