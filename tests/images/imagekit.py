@@ -197,7 +197,7 @@ class PodmanSession:
         (SIGTERM, then SIGKILL after 5 s) afterwards."""
         spec = SERVICES[service]
         name = self.new_name(service)
-        socket_dir = self.sockets / service
+        socket_dir = self.sockets / name
         socket_dir.mkdir()
         socket_dir.chmod(0o777)  # the image's user (999) creates its socket here
         for file_name, text in (files or {}).items():
@@ -219,3 +219,4 @@ class PodmanSession:
         finally:
             self.run("rm", "--force", "--time", "5", name, timeout=60)
             self.started.remove(name)
+            shutil.rmtree(socket_dir, ignore_errors=True)
