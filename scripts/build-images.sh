@@ -18,6 +18,8 @@ REPO=$PWD
 START=$(date +%s.%N)
 
 ALL_IMAGES=(calico-ipamd calico-felix calico-bgpd calico-typha calico-kube-controllers calico-cni)
+# For docker-compose.yml only: etcd (Debian's) and a tiny OTLP trace receiver.
+ALL_IMAGES+=(etcd otlp-receiver)
 IMAGES=("$@")
 ((${#IMAGES[@]})) || IMAGES=("${ALL_IMAGES[@]}")
 for name in "${IMAGES[@]}"; do
@@ -145,6 +147,9 @@ pip_python=$(dirname "${PIP%% *}")/python
   || { cat "$src/.wheel.log" >&2; rm -rf "$src"; exit 1; }
 rm -rf "$src"
 (cd "$CTX/wheels/project" && sha256sum ./*.whl) >"$CTX/project.lock"
+# Files an image copies from its own images/<name>/ directory (the OTLP receiver's script).
+mkdir -p "$CTX/otlp-receiver"
+cp images/otlp-receiver/otlp_receiver.py "$CTX/otlp-receiver/"
 log "project wheel built in $(elapsed "$t") s ($(cut -c1-12 "$CTX/project.lock"))"
 
 BUILD=(podman build --pull=never --format docker --network host --layers)
@@ -158,7 +163,7 @@ log "$PYBASE ready in $(elapsed "$t") s"
 for name in "${IMAGES[@]}"; do
   t=$(date +%s.%N)
   "${BUILD[@]}" -q -f "images/$name/Containerfile" \
-    --build-arg "PYBASE=$PYBASE" --build-arg "VERSION=$VERSION" \
+    --build-arg "MINBASE=$MINBASE" --build-arg "PYBASE=$PYBASE" --build-arg "VERSION=$VERSION" \
     --build-arg "REVISION=$REVISION" --build-arg "SOURCE=$SOURCE" \
     -t "$PREFIX/$name:$VERSION" -t "$PREFIX/$name:latest" "$CTX" >/dev/null
   size=$(podman image inspect --format '{{.Size}}' "$PREFIX/$name:$VERSION")
