@@ -59,6 +59,14 @@ def host_links() -> set[str]:
     return {line.split(": ")[1].split("@")[0] for line in out.stdout.splitlines()}
 
 
+def bridge_ports(bridge: str) -> set[str]:
+    """The host-side veths of the containers on a bridge."""
+    out = subprocess.run(
+        ["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True, check=True
+    )
+    return {line.split(": ")[1].split("@")[0] for line in out.stdout.splitlines()}
+
+
 def host_netns() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
@@ -81,9 +89,20 @@ class Cluster:
     env: dict[str, str]
     pods: dict[str, Pod] = field(default_factory=dict)
     bridge: str = ""  # the network's host bridge, known once it is up
-    # The host's links and namespaces before `up`: after `down` nothing may have been added.
-    links_before: set[str] = field(default_factory=set)
+    # The host's namespaces before `up`: after `down` none of ours (cpc-*) may be left.
     netns_before: set[str] = field(default_factory=set)
+
+    def leftovers(self, ports: set[str]) -> list[str]:
+        """What `down` should have removed and is still there: the project's containers and
+        network, the network's bridge and the containers' host veths (`ports`, taken while up),
+        pod namespaces. Other tests' links and namespaces (running in parallel) are not ours."""
+        left = [f"container {c}" for c in self.project_containers()]
+        networks = self.podman("network", "ls", "--format", "{{.Name}}").split()
+        left += [f"network {n}" for n in networks if n.startswith(self.project)]
+        links = host_links()
+        left += [f"link {n}" for n in ({self.bridge} | ports) & links]
+        left += [f"netns {n}" for n in host_netns() - self.netns_before if n.startswith("cpc-")]
+        return left
 
     # --- podman and podman-compose ------------------------------------------------------------
 
@@ -277,17 +296,19 @@ class Cluster:
             del self.pods[pod.name]
         return problems
 
-    def down(self) -> subprocess.CompletedProcess[str]:
+    def down(self, fallback: bool = True) -> subprocess.CompletedProcess[str]:
+        """podman-compose down; with `fallback`, then remove by the project's label whatever
+        it left (a hung or failed `down`)."""
         out = self.compose("down", "-t", "5", timeout=DOWN_TIMEOUT_S)
-        # Whatever podman-compose could not remove (a hung `down`): by the project's label.
-        for name in self.project_containers():
+        if fallback:
+            for name in self.project_containers():
+                subprocess.run(
+                    ["podman", "rm", "-f", "-t", "0", name], env=self.env, capture_output=True
+                )
             subprocess.run(
-                ["podman", "rm", "-f", "-t", "0", name], env=self.env, capture_output=True
-            )
-        subprocess.run(
-            ["podman", "network", "rm", "-f", f"{self.project}_calico"],
-            env=self.env, capture_output=True,
-        )  # fmt: skip
+                ["podman", "network", "rm", "-f", f"{self.project}_calico"],
+                env=self.env, capture_output=True,
+            )  # fmt: skip
         # The CNI bridge plugin leaves its bridge behind when the network goes.
         if self.bridge and self.bridge in host_links():
             subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
@@ -309,7 +330,6 @@ def new_cluster(work: Path) -> Cluster:
         run_dir,
         work / "cni-bin",
         env,
-        links_before=host_links(),
         netns_before=host_netns(),
     )
 

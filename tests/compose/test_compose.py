@@ -134,12 +134,12 @@ def test_compose_cluster(cluster: Cluster) -> None:
     # CNI DEL of every pod, then down: nothing left behind.
     problems = cluster.remove_pods()
     assert not problems, problems
+    ports = composekit.bridge_ports(cluster.bridge)
+    assert len(ports) >= 5, ports  # etcd, otlp-receiver, typha, node-1, node-2
     started = time.monotonic()
-    down = cluster.down()
+    down = cluster.down(fallback=False)
     assert down.returncode == 0, f"podman-compose down: {down.stdout}{down.stderr}"
     print(f"down in {time.monotonic() - started:.1f} s")
-    assert cluster.project_containers() == []
-    networks = cluster.podman("network", "ls", "--format", "{{.Name}}").split()
-    assert f"{cluster.project}_calico" not in networks
-    assert composekit.host_links() - cluster.links_before == set()
-    assert composekit.host_netns() - cluster.netns_before == set()
+    # podman's CNI backend leaves the network's bridge behind: down() removes it, as a user
+    # would have to; everything else must be gone after podman-compose itself.
+    assert cluster.leftovers(ports) == []

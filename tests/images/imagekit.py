@@ -59,7 +59,7 @@ SERVICES = {
     s.name: s
     for s in (
         ServiceImage("calico-ipamd", "CALICO_IPAM_SOCKET", "ipam.sock"),
-        # Felix starts and serves with NET_ADMIN; NET_RAW and SYS_ADMIN are for pods (README).
+        # Felix starts and serves with NET_ADMIN; SYS_ADMIN is for plumbing pods (README).
         ServiceImage("calico-felix", "CALICO_FELIX_SOCKET", "felix.sock", ("NET_ADMIN",), "0:999"),
         ServiceImage(
             "calico-bgpd",
