@@ -169,5 +169,6 @@ for name in "${IMAGES[@]}"; do
   size=$(podman image inspect --format '{{.Size}}' "$PREFIX/$name:$VERSION")
   log "$PREFIX/$name:$VERSION ready in $(elapsed "$t") s ($((size / 1000000)) MB)"
 done
-podman image prune -f >/dev/null 2>&1 || true  # dangling layers of earlier builds
+# Earlier builds' untagged images stay (a global `podman image prune` could hit other users'
+# builds in progress); `podman image prune` by hand reclaims them.
 log "all done in $(elapsed "$START") s"
