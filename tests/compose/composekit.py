@@ -319,10 +319,14 @@ def new_cluster(work: Path) -> Cluster:
     """Directories and settings for one run (nothing started yet)."""
     project = f"cpc{secrets.token_hex(3)}"
     run_dir = Path(tempfile.mkdtemp(prefix="cpc-"))  # short: Unix socket paths
-    for sub in ("node-1", "node-2", "traces"):
-        (run_dir / sub).mkdir()
-        os.chown(run_dir / sub, 999, 999)  # the images' calico user and group
-        (run_dir / sub).chmod(0o2775)
+    try:
+        for sub in ("node-1", "node-2", "traces"):
+            (run_dir / sub).mkdir()
+            os.chown(run_dir / sub, 999, 999)  # the images' calico user and group
+            (run_dir / sub).chmod(0o2775)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     conf = imagekit.containers_conf(work)
     env = {**os.environ, "CONTAINERS_CONF": str(conf), "CALICO_COMPOSE_RUN": str(run_dir)}
     return Cluster(
