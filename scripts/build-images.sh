@@ -35,8 +35,16 @@ mkdir -p "$CACHE"
 log() { printf 'build-images: %s\n' "$*"; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(date +%s.%N)"; }
 
+# pip on the host downloads the dependency wheels and builds the project's (the project's venv
+# when scripts/setup.sh made one, else Debian's python3-pip).
+PIP=${PIP:-}
+if [ -z "$PIP" ]; then
+  if [ -x .venv/bin/pip ]; then PIP=$REPO/.venv/bin/pip; else PIP="python3 -m pip"; fi
+fi
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 need_apt=()
+[ "$PIP" != "python3 -m pip" ] || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+command -v git >/dev/null || need_apt+=(git)
 command -v podman >/dev/null || need_apt+=(podman runc)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 if ((${#need_apt[@]})); then
@@ -105,10 +113,6 @@ EOF
 fi
 
 # --- 2. wheels, downloaded on the host --------------------------------------------------------
-PIP=${PIP:-}
-if [ -z "$PIP" ]; then
-  if [ -x .venv/bin/pip ]; then PIP=$REPO/.venv/bin/pip; else PIP="python3 -m pip"; fi
-fi
 CTX=$REPO/build/images/context
 mkdir -p "$CTX/wheels/deps" "$CTX/wheels/project"
 requirements=$(python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
