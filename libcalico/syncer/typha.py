@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,14 @@ RECONNECT_MAX_S = 2.0
 
 class TyphaProtocolError(Exception):
     """The server broke the stream's rules (wrong order, a sequence gap)."""
+
+
+class TyphaNotFoundError(Exception):
+    """No Typha to dial right now (its Service has no ready endpoint); retried."""
+
+
+# Where to connect next: called before every connection attempt (Kubernetes discovery).
+AddressResolver = Callable[[], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,7 @@ class TyphaSyncer:
         tls: TyphaTLS | None = None,
         client_version: str | None = None,
         tracing: bool = True,
+        resolve: AddressResolver | None = None,
     ) -> None:
         if syncer_type not in SYNCER_TYPES:
             raise ValueError(f"syncer_type: {syncer_type!r} is not one of {SYNCER_TYPES}")
@@ -164,6 +173,7 @@ class TyphaSyncer:
         self.tls = tls
         self.client_version = client_version or package_version()
         self._tracing = tracing
+        self._resolve = resolve
         # What the consumer has been given: key -> (value, revision).
         self._delivered: dict[str, tuple[bytes, int]] = {}
         self._in_sync_sent = False
@@ -193,7 +203,7 @@ class TyphaSyncer:
                     async for batch in self._one_connection():
                         delay = RECONNECT_MIN_S
                         yield batch
-                except (grpc.aio.AioRpcError, TyphaProtocolError) as exc:
+                except (grpc.aio.AioRpcError, TyphaProtocolError, TyphaNotFoundError) as exc:
                     if self._closed:
                         break
                     detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc
@@ -209,6 +219,8 @@ class TyphaSyncer:
     async def _one_connection(self) -> AsyncIterator[list[SyncerUpdate]]:
         # A fresh channel per attempt: a restarted Typha is dialled at once rather than after
         # the channel's own reconnect backoff.
+        if self._resolve is not None:
+            self.address = await self._resolve()
         self._channel = open_typha_channel(self.address, self.tls, self._tracing)
         stub = typha_pb2_grpc.TyphaStub(self._channel)
         stream = _Stream(stub.Sync(self._hello()))
@@ -263,3 +275,6 @@ class TyphaSyncer:
     async def close(self) -> None:
         self._closed = True
         await self._close_channel()
+        closer = getattr(self._resolve, "close", None)  # a resolver holding a connection
+        if closer is not None:
+            await closer()
