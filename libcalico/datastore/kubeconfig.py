@@ -42,7 +42,7 @@ def _default_path() -> str:
 
 
 def in_cluster_connection(
-    env: Mapping[str, str] | None = None, account_dir: str = SERVICE_ACCOUNT_DIR
+    env: Mapping[str, str] | None = None, account_dir: str | None = None
 ) -> KubeConnection:
     """The pod's own service account: KUBERNETES_SERVICE_HOST/PORT, its token and CA.
 
@@ -55,7 +55,7 @@ def in_cluster_connection(
         raise DatastoreError("in-cluster config: KUBERNETES_SERVICE_HOST is not set")
     if not port.isdigit():
         raise DatastoreError(f"in-cluster config: KUBERNETES_SERVICE_PORT {port!r} is not a port")
-    directory = Path(account_dir)
+    directory = Path(account_dir or SERVICE_ACCOUNT_DIR)
     try:
         token = (directory / "token").read_text().strip()
         context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
