@@ -147,7 +147,7 @@ def test_kube_controllers_leads_and_runs_as_its_account(
     kube_api: ApiServer, kube_controllers: Path
 ) -> None:
     deadline = time.monotonic() + 60
-    holder, running = "", {}
+    holder, running = "", ""
     while time.monotonic() < deadline:
         lease = kube_api.kubectl(
             [

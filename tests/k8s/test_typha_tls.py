@@ -155,7 +155,6 @@ async def test_node_syncs_from_typha_over_mutual_tls(
         assert asked == [typha.tcp]
     finally:
         await syncer.close()
-        await updates.aclose()
 
 
 def test_typha_service_name_none_means_no_typha() -> None:
