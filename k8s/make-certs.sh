@@ -2,7 +2,8 @@
 # Make what varies per install, as Kubernetes objects k8s/kustomization.yaml picks up from
 # k8s/site/ (or --out DIR):
 #   typha-certs.yaml   a CA (ConfigMap calico-typha-ca), Typha's server certificate (Secret
-#                      calico-typha-tls, CN and DNS SAN typha-server) and calico-node's client
+#                      calico-typha-tls, CN and DNS SAN typha-server, URI SAN
+#                      spiffe://calico-py/calico-system/calico-typha) and calico-node's client
 #                      certificate (Secret calico-node-typha-tls, CN typha-client and URI SAN
 #                      spiffe://calico-py/calico-system/calico-node), for mutual TLS
 #   kubernetes-services-endpoint.yaml   with --apiserver HOST:PORT: the API server's real
@@ -46,6 +47,7 @@ NAMESPACE=calico-system
 TYPHA_CN=typha-server
 CLIENT_CN=typha-client
 CLIENT_URI=spiffe://calico-py/calico-system/calico-node
+TYPHA_URI=spiffe://calico-py/calico-system/calico-typha
 
 umask 077
 mkdir -p "$out/ca"
@@ -72,7 +74,7 @@ issue() {
         2>/dev/null
 }
 issue typha "$TYPHA_CN" "extendedKeyUsage=serverAuth
-subjectAltName=DNS:$TYPHA_CN"
+subjectAltName=DNS:$TYPHA_CN,URI:$TYPHA_URI"
 issue node "$CLIENT_CN" "extendedKeyUsage=clientAuth
 subjectAltName=URI:$CLIENT_URI"
 

@@ -9,7 +9,8 @@ Environment (Calico's names where it has them):
   FELIX_TYPHACAFILE               CA that signed Typha's certificate    } all three, or
   FELIX_TYPHACERTFILE             this client's certificate             } none (plain
   FELIX_TYPHAKEYFILE              this client's private key             } connection)
-  FELIX_TYPHACN                   the common name Typha's certificate must carry
+  FELIX_TYPHACN                   the common name Typha's certificate must carry, and/or
+  FELIX_TYPHAURISAN               the URI SAN it must carry (either matching will do)
   FELIX_TYPHAK8SSERVICENAME       instead of an address: the Kubernetes Service whose ready
   FELIX_TYPHAK8SNAMESPACE         endpoints to dial (namespace default kube-system; a
                                   service name `none` means no Typha); see typha_discovery.py
@@ -80,7 +81,9 @@ class TyphaClientConfig:
         if missing:
             raise ConfigError(f"{', '.join(missing)}: needed with the other Typha TLS settings")
         server_name = env.get("FELIX_TYPHACN", "").strip() or None
-        return cls(address, TyphaTLS(files[0], files[1], files[2], server_name), service, namespace)
+        uri_san = env.get("FELIX_TYPHAURISAN", "").strip() or None
+        tls = TyphaTLS(files[0], files[1], files[2], server_name, uri_san)
+        return cls(address, tls, service, namespace)
 
 
 class _OwnDatastoreSyncer:

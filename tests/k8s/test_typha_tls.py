@@ -20,7 +20,14 @@ from libcalico.config import DatastoreConfig
 from libcalico.runtime.addresses import channel_target
 from libcalico.syncer.api import InSync, Update
 from libcalico.syncer.selection import TyphaClientConfig, create_syncer
-from libcalico.syncer.typha import TyphaNotFoundError, TyphaSyncer, TyphaTLS, channel_options
+from libcalico.syncer.typha import (
+    TyphaIdentityError,
+    TyphaNotFoundError,
+    TyphaSyncer,
+    TyphaTLS,
+    channel_options,
+    typha_server_name,
+)
 from libcalico.syncer.typha_discovery import TyphaServiceResolver
 from tests.k8s.k8skit import NAMESPACE, kubectl, sa_kubeconfig, site_files
 from tests.typha.typhakit import TyphaProcess, make_certs
@@ -155,6 +162,37 @@ async def test_node_syncs_from_typha_over_mutual_tls(
         assert asked == [typha.tcp]
     finally:
         await syncer.close()
+
+
+async def _first_sync(syncer: TyphaSyncer) -> dict[str, bytes]:
+    updates = syncer.updates()
+    received: dict[str, bytes] = {}
+    try:
+        while True:
+            batch = await asyncio.wait_for(updates.__anext__(), 20)
+            received.update((u.key, u.value) for u in batch if isinstance(u, Update))
+            if any(isinstance(u, InSync) for u in batch):
+                return received
+    finally:
+        await syncer.close()
+
+
+async def test_node_checks_typhas_uri_san(typha: TyphaProcess, certs: dict[str, Path]) -> None:
+    assert typha.tcp is not None
+    files = {name: str(certs[file]) for name, file in NODE_TLS_ENV.items()}
+    # Only the URI SAN given (no FELIX_TYPHACN): checked, and gRPC verifies a name that very
+    # certificate carries.
+    env = {**files, "TYPHA_ADDR": typha.tcp,
+           "FELIX_TYPHAURISAN": "spiffe://calico-py/calico-system/calico-typha"}  # fmt: skip
+    syncer = create_syncer(DatastoreConfig(type="kubernetes"), "node-1", "felix", env)
+    assert isinstance(syncer, TyphaSyncer) and syncer.tls is not None
+    assert await typha_server_name(typha.tcp, syncer.tls) == "typha-server"
+    assert POLICY_KEY in await _first_sync(syncer)
+    # A Typha without the expected URI SAN is refused, saying what it carries.
+    wrong = TyphaTLS(files["FELIX_TYPHACAFILE"], files["FELIX_TYPHACERTFILE"],
+                     files["FELIX_TYPHAKEYFILE"], None, "spiffe://elsewhere/typha")  # fmt: skip
+    with pytest.raises(TyphaIdentityError, match="do not include 'spiffe://elsewhere/typha'"):
+        await typha_server_name(typha.tcp, wrong)
 
 
 def test_typha_service_name_none_means_no_typha() -> None:
