@@ -4,6 +4,7 @@ and the manifests keep the properties the install depends on."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,31 @@ def test_site_is_not_in_the_repository() -> None:
     # Per-install secrets never land in git: make-certs.sh writes k8s/site/, which is ignored.
     ignored = (K8S_DIR.parent / ".gitignore").read_text().split()
     assert "/k8s/site/" in ignored
+
+
+def test_cni_installer_gets_no_service_account_token(kube_api: ApiServer, installed: Path) -> None:
+    # A calico-node pod through the API server's admission (dry run): the service-account
+    # token is mounted into the daemons, never into the installer, which writes onto the host.
+    node = next(o for o in rendered(installed) if o["kind"] == "DaemonSet")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "calico-node-dry", "namespace": NAMESPACE},
+        "spec": node["spec"]["template"]["spec"],
+    }
+    out = kube_api.kubectl(
+        ["create", "--dry-run=server", "-o", "json", "-f", "-"], input=json.dumps(pod)
+    )
+    assert out.returncode == 0, out.stderr
+    admitted = json.loads(out.stdout)["spec"]
+    token_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+    def token_volume(container: dict[str, Any]) -> str:
+        mounts = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == token_dir]
+        assert len(mounts) <= 1
+        return mounts[0] if mounts else ""
+
+    installer = next(c for c in admitted["initContainers"] if c["name"] == "install-cni")
+    assert token_volume(installer) == "no-token"
+    for container in admitted["containers"]:
+        assert token_volume(container).startswith("kube-api-access-"), container["name"]
