@@ -126,11 +126,14 @@ class ApiObjects:
         return None if obj is None else self.revision(obj)
 
     async def replace(
-        self, key: str, where: KeyName, body: dict[str, Any], revision: int
+        self, key: str, where: KeyName, body: dict[str, Any], revision: int, subresource: str = ""
     ) -> dict[str, Any]:
-        """PUT `body` if the object is at `revision`; the stored object."""
+        """PUT `body` if the object is at `revision` (to `subresource` when given, e.g.
+        "status", which also takes metadata and needs a narrower RBAC grant); the stored
+        object."""
         body = {**body, "metadata": {**body["metadata"], "resourceVersion": str(revision)}}
-        response = await self.client.request("PUT", self.path(where), body)
+        path = self.path(where) + (f"/{subresource}" if subresource else "")
+        response = await self.client.request("PUT", path, body)
         if response.status == 404:
             raise KeyNotFoundError(key)
         if response.status == 409:

@@ -86,6 +86,10 @@ NODE_ANNOTATIONS: tuple[NodeAnnotation, ...] = (
 _CALICO_ANNOTATIONS = frozenset(a.annotation for a in NODE_ANNOTATIONS)
 # Derived on read, ignored on write.
 DERIVED_SPEC_FIELDS = ("orchRefs", "addresses")
+# Calico's annotations and the labels are written through the Node's status subresource, which
+# takes metadata too: calico-node then needs `update nodes/status`, never `update nodes` (which
+# could change the Node's spec: taints, unschedulable, podCIDR). See k8s/README.md, RBAC.
+NODE_WRITES = "status"
 _NESTED = {a.path[0] for a in NODE_ANNOTATIONS if len(a.path) == 2}
 _TOP_LEVEL = {a.path[0] for a in NODE_ANNOTATIONS if len(a.path) == 1}
 _NESTED_FIELDS = {(a.path[0], a.path[1]) for a in NODE_ANNOTATIONS if len(a.path) == 2}
@@ -281,7 +285,7 @@ class CalicoNodes(KindHandler):
         if current != revision:
             raise RevisionConflictError(key, revision, current)
         body = merged_node(key, node, value)
-        return self._kv(key, await self._nodes.replace(key, where, body, revision))
+        return self._kv(key, await self._nodes.replace(key, where, body, revision, NODE_WRITES))
 
     async def put(self, key: str, value: bytes) -> KeyValue:
         while True:
@@ -301,7 +305,7 @@ class CalicoNodes(KindHandler):
             if revision is not None and current != revision:
                 raise RevisionConflictError(key, revision, current)
             try:
-                await self._nodes.replace(key, where, without_calico(node), current)
+                await self._nodes.replace(key, where, without_calico(node), current, NODE_WRITES)
             except RevisionConflictError:
                 if revision is not None:
                     raise

@@ -70,6 +70,10 @@ POD_IPS = "cni.projectcalico.org/podIPs"
 CONTAINER_ID = "cni.projectcalico.org/containerID"
 POD_MAC = "cni.projectcalico.org/podMAC"
 ENDPOINT_ANNOTATIONS = (POD_IP, POD_IPS, CONTAINER_ID, POD_MAC)
+# Endpoint annotations are patched through the pod's status subresource, which takes metadata
+# too (as Calico's CNI plugin does): calico-node then needs `patch pods/status`, never `patch
+# pods` (which could change a pod's spec: image, command). See k8s/README.md, RBAC.
+POD_WRITES = "/status"
 POD_INTERFACE = "eth0"
 DEFAULT_SERVICE_ACCOUNT = "default"
 LABEL_NAMESPACE = "projectcalico.org/namespace"
@@ -301,7 +305,7 @@ class PodEndpoints(KindHandler):
         """Merge-patch the pod's annotations at `revision`; None on a conflict."""
         body = {"metadata": {"resourceVersion": str(revision), "annotations": annotations}}
         response = await self._client.request(
-            "PATCH", self._pods.path(ref.pod_name), body, content_type=MERGE_PATCH
+            "PATCH", self._pods.path(ref.pod_name) + POD_WRITES, body, content_type=MERGE_PATCH
         )
         if response.status == 409:
             return None

@@ -3,6 +3,11 @@
 Only what the kubernetes datastore needs: a bearer token (`token` or `tokenFile`) or a client
 certificate (`client-certificate`/`client-key` files), and the server's CA (`certificate-authority`
 file or `-data`). Exec plugins and auth providers are refused with an error naming the field.
+
+Inside a pod, with no KUBECONFIG and no ~/.kube/config, the pod's service account is used, as
+client-go's in-cluster config does: KUBERNETES_SERVICE_HOST/PORT (which the manifests point
+at the API server's real address, there being no kube-proxy), the token and CA the kubelet
+mounts under /var/run/secrets/kubernetes.io/serviceaccount.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import base64
 import os
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +32,46 @@ class KubeConnection:
     token: str | None
 
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
 def _default_path() -> str:
     return os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(
         Path.home() / ".kube" / "config"
+    )
+
+
+def in_cluster_connection(
+    env: Mapping[str, str] | None = None, account_dir: str | None = None
+) -> KubeConnection:
+    """The pod's own service account: KUBERNETES_SERVICE_HOST/PORT, its token and CA.
+
+    The token is read once: the kubelet's projected tokens stay valid for a year when the API
+    server extends them (its default) although the file is refreshed hourly."""
+    env = os.environ if env is None else env
+    host = env.get("KUBERNETES_SERVICE_HOST", "").strip()
+    port = env.get("KUBERNETES_SERVICE_PORT", "").strip() or "443"
+    if not host:
+        raise DatastoreError("in-cluster config: KUBERNETES_SERVICE_HOST is not set")
+    if not port.isdigit():
+        raise DatastoreError(f"in-cluster config: KUBERNETES_SERVICE_PORT {port!r} is not a port")
+    directory = Path(account_dir or SERVICE_ACCOUNT_DIR)
+    try:
+        token = (directory / "token").read_text().strip()
+        context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
+    except (OSError, ssl.SSLError) as error:
+        raise DatastoreError(f"in-cluster config: service account {directory}: {error}") from error
+    host = f"[{host}]" if ":" in host else host
+    return KubeConnection(server=f"https://{host}:{port}", ssl_context=context, token=token)
+
+
+def _use_in_cluster(path: str) -> bool:
+    """No kubeconfig was named and none is at the default place, but this is a pod."""
+    return (
+        not os.environ.get("KUBECONFIG")
+        and not Path(path).exists()
+        and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        and Path(SERVICE_ACCOUNT_DIR, "token").exists()
     )
 
 
@@ -47,7 +90,10 @@ def _relative(base: Path, value: str) -> str:
 
 def load_kubeconfig(path: str | None = None) -> KubeConnection:
     """The connection of the kubeconfig's current context; DatastoreError naming what is wrong."""
-    path = path or _default_path()
+    if not path:
+        path = _default_path()
+        if _use_in_cluster(path):
+            return in_cluster_connection()
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as error:

@@ -9,7 +9,11 @@ Environment (Calico's names where it has them):
   FELIX_TYPHACAFILE               CA that signed Typha's certificate    } all three, or
   FELIX_TYPHACERTFILE             this client's certificate             } none (plain
   FELIX_TYPHAKEYFILE              this client's private key             } connection)
-  FELIX_TYPHACN                   the common name Typha's certificate must carry
+  FELIX_TYPHACN                   the common name Typha's certificate must carry, and/or
+  FELIX_TYPHAURISAN               the URI SAN it must carry (either matching will do)
+  FELIX_TYPHAK8SSERVICENAME       instead of an address: the Kubernetes Service whose ready
+  FELIX_TYPHAK8SNAMESPACE         endpoints to dial (namespace default kube-system; a
+                                  service name `none` means no Typha); see typha_discovery.py
 """
 
 from __future__ import annotations
@@ -49,25 +53,37 @@ assert set(SYNCER_PREFIXES) == set(SYNCER_TYPES)
 
 @dataclass(frozen=True)
 class TyphaClientConfig:
-    address: str
+    address: str  # empty when found through a Kubernetes Service
     tls: TyphaTLS | None = None
+    k8s_service: str = ""
+    k8s_namespace: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TyphaClientConfig | None:
         """The Typha to use, or None to use the datastore directly."""
         env = os.environ if env is None else env
         address = (env.get("TYPHA_ADDR") or env.get("FELIX_TYPHAADDR") or "").strip()
-        if not address:
+        service = env.get("FELIX_TYPHAK8SSERVICENAME", "").strip()
+        if service.lower() == "none":  # Calico's way to switch Typha off in a manifest
+            service = ""
+        namespace = env.get("FELIX_TYPHAK8SNAMESPACE", "").strip()
+        if address and service:
+            raise ConfigError(
+                "TYPHA_ADDR and FELIX_TYPHAK8SSERVICENAME: give an address or a Service, not both"
+            )
+        if not address and not service:
             return None
         names = ("FELIX_TYPHACAFILE", "FELIX_TYPHACERTFILE", "FELIX_TYPHAKEYFILE")
         files = [env.get(name, "").strip() for name in names]
         if not any(files):
-            return cls(address)
+            return cls(address, None, service, namespace)
         missing = [name for name, value in zip(names, files, strict=True) if not value]
         if missing:
             raise ConfigError(f"{', '.join(missing)}: needed with the other Typha TLS settings")
         server_name = env.get("FELIX_TYPHACN", "").strip() or None
-        return cls(address, TyphaTLS(files[0], files[1], files[2], server_name))
+        uri_san = env.get("FELIX_TYPHAURISAN", "").strip() or None
+        tls = TyphaTLS(files[0], files[1], files[2], server_name, uri_san)
+        return cls(address, tls, service, namespace)
 
 
 class _OwnDatastoreSyncer:
@@ -107,14 +123,19 @@ def create_syncer(
 ) -> Syncer:
     """The update stream for `syncer_type` ("felix" or "bgp") on `node`.
 
-    Through Typha when TYPHA_ADDR (or FELIX_TYPHAADDR) is set, else straight from the
-    datastore: a connected `Datastore` stays the caller's to close; for a `DatastoreConfig`
-    the syncer connects on its own and closes the connection with the stream.
+    Through Typha when TYPHA_ADDR (or FELIX_TYPHAADDR, or FELIX_TYPHAK8SSERVICENAME) is set,
+    else straight from the datastore: a connected `Datastore` stays the caller's to close;
+    for a `DatastoreConfig` the syncer connects on its own and closes it with the stream.
     Raises ConfigError for an unknown syncer type or incomplete TLS settings.
     """
     if syncer_type not in SYNCER_PREFIXES:
         raise ConfigError(f"syncer type {syncer_type!r}: expected one of {SYNCER_TYPES}")
     typha = TyphaClientConfig.from_env(env)
+    if typha is not None and typha.k8s_service:
+        from libcalico.syncer.typha_discovery import TyphaServiceResolver  # loads the kube client
+
+        resolver = TyphaServiceResolver(typha.k8s_service, typha.k8s_namespace)
+        return TyphaSyncer("", node, syncer_type, tls=typha.tls, resolve=resolver)
     if typha is not None:
         return TyphaSyncer(typha.address, node, syncer_type, tls=typha.tls)
     prefixes = SYNCER_PREFIXES[syncer_type]

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import grpc
 import grpc.aio
 
 from calico.typha.v1 import typha_pb2, typha_pb2_grpc
-from libcalico.runtime.addresses import channel_target
+from libcalico.runtime.addresses import channel_target, unix_path_of
 from libcalico.runtime.grpc_tracing import client_interceptors
 from libcalico.runtime.service_info import package_version
 from libcalico.syncer.api import Delete, InSync, SyncerUpdate, Update
@@ -51,15 +52,29 @@ class TyphaProtocolError(Exception):
     """The server broke the stream's rules (wrong order, a sequence gap)."""
 
 
+class TyphaNotFoundError(Exception):
+    """No Typha to dial right now (its Service has no ready endpoint); retried."""
+
+
+class TyphaIdentityError(Exception):
+    """Typha's certificate does not carry the URI SAN this client requires; retried."""
+
+
+# Where to connect next: called before every connection attempt (Kubernetes discovery).
+AddressResolver = Callable[[], Awaitable[str]]
+
+
 @dataclass(frozen=True)
 class TyphaTLS:
     """Mutual TLS towards Typha: our CA for Typha's certificate, our own certificate and key,
-    and the name Typha's certificate must carry (Calico's FELIX_TYPHACN)."""
+    and the common name (Calico's FELIX_TYPHACN) and/or URI SAN (FELIX_TYPHAURISAN) Typha's
+    certificate must carry; with both, either will do, as in Calico."""
 
     ca_file: str
     cert_file: str
     key_file: str
     server_name: str | None = None
+    server_uri_san: str | None = None
 
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
@@ -67,6 +82,53 @@ class TyphaTLS:
             private_key=Path(self.key_file).read_bytes(),
             certificate_chain=Path(self.cert_file).read_bytes(),
         )
+
+
+def _peer_names(cert: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(URI SANs, names gRPC can verify: DNS SANs then the CN) of a getpeercert() dict."""
+    sans = cert.get("subjectAltName", ())
+    uris = [str(v) for k, v in sans if k == "URI"]
+    names = [str(v) for k, v in sans if k == "DNS"]
+    names += [str(v) for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+    return uris, names
+
+
+async def typha_server_name(address: str, tls: TyphaTLS, timeout_s: float = 10.0) -> str | None:
+    """The name gRPC is to verify Typha's certificate against (None: the address's host).
+
+    gRPC checks a certificate's DNS names or CN only. A required URI SAN is checked here, in a
+    TLS handshake of our own with the same CA and client certificate, and the name gRPC then
+    verifies is one that very certificate carries. (Between the two handshakes another
+    certificate could be presented, but only one our CA signed carrying that name.)"""
+    if tls.server_uri_san is None or unix_path_of(address) is not None:
+        return tls.server_name
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    context.check_hostname = False  # the URI SAN is the identity, not the address
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    context.set_alpn_protocols(["h2"])
+    where = f"Typha at {address}"
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port), ssl=context), timeout_s
+        )
+    except (OSError, ssl.SSLError, TimeoutError, ValueError) as exc:
+        raise TyphaIdentityError(f"{where}: TLS handshake failed: {exc}") from exc
+    try:
+        cert = writer.get_extra_info("peercert") or {}
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    uris, names = _peer_names(cert)
+    if tls.server_uri_san in uris and names:
+        return names[0]
+    if tls.server_name is not None:
+        return tls.server_name  # the CN may still match: gRPC checks it
+    raise TyphaIdentityError(
+        f"{where}: certificate URI SANs {uris} do not include {tls.server_uri_san!r} "
+        "(FELIX_TYPHAURISAN)"
+    )
 
 
 def channel_options(extra: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
@@ -85,16 +147,18 @@ def channel_options(extra: list[tuple[str, Any]] | None = None) -> list[tuple[st
 
 
 def open_typha_channel(
-    address: str, tls: TyphaTLS | None = None, tracing: bool = True
+    address: str, tls: TyphaTLS | None = None, tracing: bool = True, server_name: str | None = None
 ) -> grpc.aio.Channel:
-    """A channel to Typha at host:port or a Unix socket path, with TLS when given."""
+    """A channel to Typha at host:port or a Unix socket path, with TLS when given; the
+    certificate must carry `server_name` (default: the TLS settings' common name)."""
     target = channel_target(address)
     options = channel_options()
     interceptors = client_interceptors() if tracing else None
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
-    if tls.server_name:
-        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    name = server_name or tls.server_name
+    if name:
+        options.append(("grpc.ssl_target_name_override", name))
     return grpc.aio.secure_channel(
         target, tls.credentials(), options=options, interceptors=interceptors
     )
@@ -155,6 +219,7 @@ class TyphaSyncer:
         tls: TyphaTLS | None = None,
         client_version: str | None = None,
         tracing: bool = True,
+        resolve: AddressResolver | None = None,
     ) -> None:
         if syncer_type not in SYNCER_TYPES:
             raise ValueError(f"syncer_type: {syncer_type!r} is not one of {SYNCER_TYPES}")
@@ -164,6 +229,7 @@ class TyphaSyncer:
         self.tls = tls
         self.client_version = client_version or package_version()
         self._tracing = tracing
+        self._resolve = resolve
         # What the consumer has been given: key -> (value, revision).
         self._delivered: dict[str, tuple[bytes, int]] = {}
         self._in_sync_sent = False
@@ -193,7 +259,12 @@ class TyphaSyncer:
                     async for batch in self._one_connection():
                         delay = RECONNECT_MIN_S
                         yield batch
-                except (grpc.aio.AioRpcError, TyphaProtocolError) as exc:
+                except (
+                    grpc.aio.AioRpcError,
+                    TyphaProtocolError,
+                    TyphaNotFoundError,
+                    TyphaIdentityError,
+                ) as exc:
                     if self._closed:
                         break
                     detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc
@@ -209,7 +280,10 @@ class TyphaSyncer:
     async def _one_connection(self) -> AsyncIterator[list[SyncerUpdate]]:
         # A fresh channel per attempt: a restarted Typha is dialled at once rather than after
         # the channel's own reconnect backoff.
-        self._channel = open_typha_channel(self.address, self.tls, self._tracing)
+        if self._resolve is not None:
+            self.address = await self._resolve()
+        name = await typha_server_name(self.address, self.tls) if self.tls is not None else None
+        self._channel = open_typha_channel(self.address, self.tls, self._tracing, name)
         stub = typha_pb2_grpc.TyphaStub(self._channel)
         stream = _Stream(stub.Sync(self._hello()))
         snapshot = await stream.read_snapshot()
@@ -263,3 +337,6 @@ class TyphaSyncer:
     async def close(self) -> None:
         self._closed = True
         await self._close_channel()
+        closer = getattr(self._resolve, "close", None)  # a resolver holding a connection
+        if closer is not None:
+            await closer()

@@ -47,7 +47,12 @@ class ServerTLS:
             return None
         if self.client_uri_san is not None and self.client_uri_san in sans:
             return None
-        return f"client certificate (CN {sorted(names)}) is not allowed"
+        wanted = [f"{what} {value!r}" for what, value in
+                  (("CN", self.client_cn), ("URI SAN", self.client_uri_san)) if value]  # fmt: skip
+        return (
+            f"client certificate (CN {sorted(names)}, SANs {sorted(sans)}) is not allowed: "
+            f"Typha requires {' or '.join(wanted)}"
+        )
 
 
 class TyphaRuntime(ServiceRuntime):
