@@ -60,7 +60,10 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 
 def main() -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(SPANS_FILE), server)
+    # opentelemetry-proto ships its grpc stubs without type annotations.
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        Receiver(SPANS_FILE), server
+    )
     checker = health.HealthServicer()
     checker.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
