@@ -1,0 +1,224 @@
+"""Images for a node without a registry: built here as OCI archives, imported into containerd.
+
+Nothing can be pulled on this machine, so the sandbox image (`pause`, a static C program built
+with gcc) and a test image (Debian's busybox-static) are made locally, each a single-layer OCI
+image archive written with the standard library, and imported with `ctr -n k8s.io images
+import` under full names (localhost/...), which the CRI and the kubelet resolve as given. Pods
+use `imagePullPolicy: Never` or `IfNotPresent`. The project's own images come the same way
+from `podman save` (a docker-archive keeps its name, localhost/calico-py/<service>:latest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lab.kubenode import layout
+
+BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# The sandbox's one process: holds the pod's namespaces, reaps orphans, exits on TERM/INT.
+PAUSE_C = r"""
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void leave(int sig) { (void)sig; _exit(0); }
+static void reap(int sig) { (void)sig; while (waitpid(-1, NULL, WNOHANG) > 0) {} }
+
+int main(void) {
+    signal(SIGTERM, leave);
+    signal(SIGINT, leave);
+    signal(SIGCHLD, reap);
+    for (;;) pause();
+}
+"""
+
+
+class ImageError(RuntimeError):
+    pass
+
+
+def _add_blob(archive: tarfile.TarFile, data: bytes, media_type: str) -> dict[str, Any]:
+    digest = hashlib.sha256(data).hexdigest()
+    info = tarfile.TarInfo(f"blobs/sha256/{digest}")
+    info.size = len(data)
+    archive.addfile(info, io.BytesIO(data))
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+
+def _layer(root: Path) -> bytes:
+    """The directory as an uncompressed tar layer, owned by root, timestamps zeroed."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as layer:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in dirnames + sorted(filenames):
+                path = Path(dirpath, name)
+                info = layer.gettarinfo(str(path), str(path.relative_to(root)))
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mtime = 0
+                if info.isreg():
+                    with open(path, "rb") as data:
+                        layer.addfile(info, data)
+                else:
+                    layer.addfile(info)
+    return buffer.getvalue()
+
+
+def write_archive(root: Path, ref: str, out: Path, cmd: Sequence[str]) -> Path:
+    """An OCI image archive of `root` named `ref` whose default command is `cmd`."""
+    layer = _layer(root)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {"Cmd": list(cmd), "Env": [PATH_ENV]},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
+    }
+    with tarfile.open(out, "w") as archive:
+        layer_desc = _add_blob(archive, layer, "application/vnd.oci.image.layer.v1.tar")
+        config_desc = _add_blob(
+            archive, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"
+        )
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config_desc,
+            "layers": [layer_desc],
+        }
+        manifest_desc = _add_blob(
+            archive, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json"
+        )
+        manifest_desc["annotations"] = {
+            "io.containerd.image.name": ref,
+            "org.opencontainers.image.ref.name": ref,
+        }
+        index = {"schemaVersion": 2, "manifests": [manifest_desc]}
+        for name, data in (
+            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+            ("index.json", json.dumps(index).encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return out
+
+
+def _rootfs_dirs(root: Path) -> None:
+    # Mount points runc expects; /etc for the hosts/resolv.conf files the kubelet mounts.
+    for name in ("proc", "sys", "dev", "etc", "tmp", "bin"):
+        (root / name).mkdir(exist_ok=True)
+
+
+def build_pause(out_dir: Path) -> Path:
+    """The sandbox image from a static C `pause` (gcc -static; ~700 KiB)."""
+    if shutil.which("gcc") is None:
+        raise ImageError("gcc not found: the pause image is built with gcc -static (apt gcc)")
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        work = Path(tmp)
+        (work / "pause.c").write_text(PAUSE_C)
+        root = work / "rootfs"
+        root.mkdir()
+        _rootfs_dirs(root)
+        proc = subprocess.run(
+            ["gcc", "-static", "-Os", "-s", "-o", str(root / "pause"), str(work / "pause.c")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ImageError(f"gcc -static pause.c: {proc.stderr.strip()}")
+        return write_archive(root, layout.PAUSE_IMAGE, out_dir / "pause.tar", ["/pause"])
+
+
+def build_busybox(out_dir: Path) -> Path:
+    """A test image from Debian's busybox-static: sh, sleep, wget, nc, httpd, ip."""
+    if not BUSYBOX.exists():
+        raise ImageError(f"{BUSYBOX} not found (Debian package busybox-static)")
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        root = Path(tmp) / "rootfs"
+        root.mkdir()
+        _rootfs_dirs(root)
+        shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+        applets = subprocess.run(
+            [str(BUSYBOX), "--list"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.split()
+        for applet in applets:
+            if applet != "busybox":
+                (root / "bin" / applet).symlink_to("busybox")
+        return write_archive(root, layout.BUSYBOX_IMAGE, out_dir / "busybox.tar", ["sh"])
+
+
+def podman_save(ref: str, out_dir: Path) -> Path:
+    """An image from podman's store as a docker-archive (which keeps its name)."""
+    if shutil.which("podman") is None:
+        raise ImageError(f"images: {ref} is not a file and podman is not installed")
+    out = out_dir / (ref.replace("/", "_").replace(":", "_") + ".tar")
+    out.unlink(missing_ok=True)
+    proc = subprocess.run(
+        ["podman", "save", "--format", "docker-archive", "-o", str(out), ref],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ImageError(f"images: podman save {ref}: {proc.stderr.strip()}")
+    return out
+
+
+def import_archive(ctr: str, archive: Path) -> list[str]:
+    """Import one archive into containerd's CRI namespace; the image names it brought."""
+    proc = subprocess.run(
+        [
+            ctr,
+            "--address",
+            layout.CONTAINERD_SOCKET,
+            "--namespace",
+            layout.IMAGE_NAMESPACE,
+            "images",
+            "import",
+            str(archive),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ImageError(f"ctr images import {archive}: {proc.stderr.strip()}")
+    return [w for line in proc.stdout.splitlines() for w in line.split() if "/" in w and ":" in w]
+
+
+def listed(ctr: str) -> list[str]:
+    proc = subprocess.run(
+        [
+            ctr,
+            "--address",
+            layout.CONTAINERD_SOCKET,
+            "-n",
+            layout.IMAGE_NAMESPACE,
+            "images",
+            "ls",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.stdout.split()

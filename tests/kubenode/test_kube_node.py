@@ -1,0 +1,60 @@
+"""The real node: up until Ready, a hostNetwork pod from the local busybox image runs, kubectl
+exec and logs reach it through the kubelet, and `down` leaves the host as the snapshot taken
+before `up` recorded it, with nothing of the node still running.
+
+Order matters: the last test takes the node down and checks the host.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.kubenode import hostsnap, layout
+from tests.kubenode.kubenodekit import (
+    KubeNode,
+    busybox_pod,
+    ip_routes,
+    node_processes,
+    take_down,
+    wait_running,
+)
+
+pytestmark = pytest.mark.timeout(1200)  # a cold build of the tools takes ~8 min
+
+
+def test_node_is_ready_with_its_safety_routes(kube_node: KubeNode) -> None:
+    nodes = kube_node.kubectl("get", "nodes", "-o", "wide")
+    print(nodes)
+    assert layout.NODE_NAME in nodes and " Ready " in nodes
+    assert layout.NODE_ADDRESS in nodes  # InternalIP: the node's own link, not the uplink
+    assert "containerd://2.4.2" in nodes
+    routes = ip_routes()
+    for cidr in layout.UNREACHABLE_RANGES:
+        assert f"unreachable {cidr}" in routes, routes
+
+
+def test_host_network_pod_runs_and_answers_exec_and_logs(kube_node: KubeNode) -> None:
+    kube_node.apply(
+        [busybox_pod("hostnet", host_network=True, command="echo started; exec sleep 3600")]
+    )
+    seconds = wait_running(kube_node, "default", "hostnet")
+    print(f"hostNetwork pod create -> Ready {seconds:.2f} s")
+    pod = kube_node.pod("default", "hostnet")
+    assert pod["status"]["podIP"] == layout.NODE_ADDRESS
+    assert kube_node.kubectl("logs", "hostnet").strip() == "started"
+    # exec runs in the host's network namespace: it sees the node's link
+    links = kube_node.kubectl("exec", "hostnet", "--", "ip", "-o", "addr", "show", layout.NODE_LINK)
+    assert f"{layout.NODE_ADDRESS}/32" in links
+
+
+def test_down_restores_the_host(kube_node: KubeNode) -> None:
+    report = take_down(kube_node)
+    print(f"stopped: {', '.join(report.stopped)}")
+    assert not report.problems, report.problems
+    assert not report.differences, report.differences
+    after = hostsnap.take(kube_node.before["ranges"])
+    assert hostsnap.differences(kube_node.before, after) == []
+    assert node_processes(kube_node) == []
+    routes = ip_routes()
+    assert "unreachable" not in routes or not any(c in routes for c in layout.UNREACHABLE_RANGES)
+    assert not (kube_node.state.directory / "state.json").exists()
