@@ -7,9 +7,15 @@ Order matters: the last test takes the node down and checks the host.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from lab.kubenode import hostsnap, layout
+from lab.kubenode import hostsnap, layout, lifecycle
 from tests.kubenode.kubenodekit import (
     KubeNode,
     busybox_pod,
@@ -20,6 +26,17 @@ from tests.kubenode.kubenodekit import (
 )
 
 pytestmark = pytest.mark.timeout(1200)  # a cold build of the tools takes ~8 min
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def calico_lab_kube(state_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lab.main", "kube", "--kube-state-dir", state_dir, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_node_is_ready_with_its_safety_routes(kube_node: KubeNode) -> None:
@@ -45,6 +62,29 @@ def test_host_network_pod_runs_and_answers_exec_and_logs(kube_node: KubeNode) ->
     # exec runs in the host's network namespace: it sees the node's link
     links = kube_node.kubectl("exec", "hostnet", "--", "ip", "-o", "addr", "show", layout.NODE_LINK)
     assert f"{layout.NODE_ADDRESS}/32" in links
+
+
+def test_cli_status_and_kubectl(kube_node: KubeNode) -> None:
+    state_dir = str(kube_node.state.directory)
+    status = calico_lab_kube(state_dir, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["ready"] is True
+    assert data["api_server"] == f"https://{layout.NODE_ADDRESS}:{layout.APISERVER_PORT}"
+    assert all(p["alive"] for p in data["processes"].values()), data
+    nodes = calico_lab_kube(state_dir, "kubectl", "get", "nodes", "-o", "name")
+    assert nodes.stdout.strip() == f"node/{layout.NODE_NAME}", nodes.stderr
+
+
+def test_manifests_apply_as_a_user_would(kube_node: KubeNode) -> None:
+    """A kustomization with a privileged hostNetwork DaemonSet (calico-node's shape) rolls
+    out: the scheduler places it, the kubelet runs it."""
+    started = time.monotonic()
+    lifecycle.apply_manifests(kube_node.server, FIXTURES / "agent", say=print)
+    kube_node.kubectl("rollout", "status", "-n", "kube-system", "ds/test-agent", "--timeout=90s")
+    print(f"DaemonSet rolled out {time.monotonic() - started:.2f} s after apply")
+    logs = kube_node.kubectl("logs", "-n", "kube-system", "ds/test-agent")
+    assert logs.startswith("agent on "), logs
 
 
 def test_down_restores_the_host(kube_node: KubeNode) -> None:
