@@ -181,44 +181,55 @@ def podman_save(ref: str, out_dir: Path) -> Path:
     return out
 
 
+def archive_names(archive: Path) -> list[str]:
+    """The image names an archive carries: a docker-archive's RepoTags, an OCI archive's
+    name annotations."""
+    with tarfile.open(archive) as tar:
+        names: list[str] = []
+        try:
+            member = tar.extractfile("manifest.json")
+        except KeyError:
+            member = None
+        if member is not None:
+            for entry in json.load(member):
+                names += [str(tag) for tag in entry.get("RepoTags") or []]
+            return names
+        index = tar.extractfile("index.json")
+        if index is None:
+            raise ImageError(f"images: {archive} is neither a docker-archive nor an OCI archive")
+        for manifest in json.load(index).get("manifests", []):
+            annotations = manifest.get("annotations") or {}
+            name = annotations.get("io.containerd.image.name") or annotations.get(
+                "org.opencontainers.image.ref.name"
+            )
+            if name:
+                names.append(str(name))
+        return names
+
+
+def _ctr(ctr: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ctr, "--address", layout.CONTAINERD_SOCKET, "-n", layout.IMAGE_NAMESPACE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def import_archive(ctr: str, archive: Path) -> list[str]:
     """Import one archive into containerd's CRI namespace; the image names it brought."""
-    proc = subprocess.run(
-        [
-            ctr,
-            "--address",
-            layout.CONTAINERD_SOCKET,
-            "--namespace",
-            layout.IMAGE_NAMESPACE,
-            "images",
-            "import",
-            str(archive),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    try:
+        names = archive_names(archive)
+    except (OSError, tarfile.TarError, ValueError) as exc:
+        raise ImageError(f"images: {archive}: {exc}") from exc
+    if not names:
+        raise ImageError(f"images: {archive} names no image (pods could not refer to it)")
+    proc = _ctr(ctr, "images", "import", str(archive), timeout=600)
     if proc.returncode != 0:
         raise ImageError(f"ctr images import {archive}: {proc.stderr.strip()}")
-    return [w for line in proc.stdout.splitlines() for w in line.split() if "/" in w and ":" in w]
-
-
-def listed(ctr: str) -> list[str]:
-    proc = subprocess.run(
-        [
-            ctr,
-            "--address",
-            layout.CONTAINERD_SOCKET,
-            "-n",
-            layout.IMAGE_NAMESPACE,
-            "images",
-            "ls",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return proc.stdout.split()
+    present = set(_ctr(ctr, "images", "ls", "-q").stdout.split())
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise ImageError(f"ctr images import {archive}: {', '.join(missing)} not in containerd")
+    return names
