@@ -1,6 +1,7 @@
 """`calico-lab kube up|down|status|kubectl`: a real single-node Kubernetes on this machine.
 
-    calico-lab kube up [--manifests DIR|FILE] [--images REF|ARCHIVE ...] [--no-build]
+    calico-lab kube up [--manifests DIR|FILE] [--images REF|ARCHIVE ...] [--project-images]
+                       [--no-build]
     calico-lab kube kubectl ARGS...     kubectl as the cluster's admin
     calico-lab kube status [--json]
     calico-lab kube down                idempotent; also after a crashed up
@@ -42,6 +43,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="image archives, or podman image names (podman save), to import into containerd",
     )
     up.add_argument(
+        "--project-images",
+        action="store_true",
+        help="import every localhost/calico-py/*:latest from podman's store",
+    )
+    up.add_argument(
         "--no-build", action="store_true", help="fail instead of building missing tools"
     )
     commands.add_parser("down", help="stop everything and put the host back")
@@ -61,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     command = args.kube_command
     if command == "up":
         options = lifecycle.UpOptions(
-            build=not args.no_build, images=args.images, manifests=args.manifests
+            build=not args.no_build,
+            images=args.images,
+            project_images=args.project_images,
+            manifests=args.manifests,
         )
         state = lifecycle.up(directory, options, _say)
         server = lifecycle.server_of(state)

@@ -163,21 +163,38 @@ def build_busybox(out_dir: Path) -> Path:
         return write_archive(root, layout.BUSYBOX_IMAGE, out_dir / "busybox.tar", ["sh"])
 
 
-def podman_save(ref: str, out_dir: Path) -> Path:
-    """An image from podman's store as a docker-archive (which keeps its name)."""
+PROJECT_IMAGE_PREFIX = "localhost/calico-py/"  # scripts/build-images.sh names them so
+
+
+def _podman(*args: str, timeout: float = 600) -> str:
     if shutil.which("podman") is None:
-        raise ImageError(f"images: {ref} is not a file and podman is not installed")
-    out = out_dir / (ref.replace("/", "_").replace(":", "_") + ".tar")
-    out.unlink(missing_ok=True)
+        raise ImageError("images: podman is not installed (an image name needs its store)")
     proc = subprocess.run(
-        ["podman", "save", "--format", "docker-archive", "-o", str(out), ref],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
     if proc.returncode != 0:
-        raise ImageError(f"images: podman save {ref}: {proc.stderr.strip()}")
+        raise ImageError(f"images: podman {' '.join(args[:2])}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def project_images() -> list[str]:
+    """The project's images in podman's store (`<prefix><service>:latest`)."""
+    listed = _podman("images", "--format", "{{.Repository}}:{{.Tag}}", timeout=60).split()
+    found = sorted(
+        {r for r in listed if r.startswith(PROJECT_IMAGE_PREFIX) and r.endswith(":latest")}
+    )
+    if not found:
+        raise ImageError(
+            f"images: no {PROJECT_IMAGE_PREFIX}*:latest in podman's store "
+            "(scripts/build-images.sh builds them)"
+        )
+    return found
+
+
+def podman_save(refs: Sequence[str], out: Path) -> Path:
+    """Images from podman's store as one docker-archive (names kept; shared layers once)."""
+    out.unlink(missing_ok=True)
+    _podman("save", "--format", "docker-archive", "--multi-image-archive", "-o", str(out), *refs)
     return out
 
 

@@ -49,6 +49,7 @@ class KubeNodeError(RuntimeError):
 class UpOptions:
     build: bool = True
     images: Sequence[str] = ()  # archive files or podman image names
+    project_images: bool = False  # every localhost/calico-py/*:latest in podman's store
     manifests: Path | None = None
 
 
@@ -145,14 +146,20 @@ def _up(state: KubeState, options: UpOptions, say: Say) -> None:
     control_plane.wait_for_pods_prerequisites(server)
     say(f"default ServiceAccount there {_timed(state, 'up_to_pods', t_up):.1f} s after start")
 
-    if options.images:
+    refs = list(options.images)
+    if options.project_images:
+        refs += images.project_images()
+    if refs:
         t_images = time.monotonic()
-        for ref in options.images:
-            path = Path(ref)
-            archive = path if path.is_file() else images.podman_save(ref, image_dir)
+        archives = [Path(r) for r in refs if Path(r).is_file()]
+        named = [r for r in refs if not Path(r).is_file()]
+        if named:
+            archives.append(images.podman_save(named, image_dir / "podman.tar"))
+        for archive in archives:
             state.images += images.import_archive(found.ctr, archive)
             state.save()
-        say(f"images imported in {_timed(state, 'images', t_images):.1f} s")
+        (image_dir / "podman.tar").unlink(missing_ok=True)  # in containerd now; /run is RAM
+        say(f"{len(refs)} images imported in {_timed(state, 'images', t_images):.1f} s")
     if options.manifests is not None:
         apply_manifests(server, options.manifests, say)
 

@@ -8,6 +8,7 @@ Order matters: the last test takes the node down and checks the host.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.kubenode import hostsnap, layout, lifecycle
+from lab.kubenode import hostsnap, images, layout, lifecycle, tools
 from tests.kubenode.kubenodekit import (
     KubeNode,
     busybox_pod,
@@ -85,6 +86,41 @@ def test_manifests_apply_as_a_user_would(kube_node: KubeNode) -> None:
     print(f"DaemonSet rolled out {time.monotonic() - started:.2f} s after apply")
     logs = kube_node.kubectl("logs", "-n", "kube-system", "ds/test-agent")
     assert logs.startswith("agent on "), logs
+
+
+def test_an_image_from_podman_runs(kube_node: KubeNode, tmp_path: Path) -> None:
+    """The path the project's images take (podman's store -> docker-archive -> containerd),
+    with a small image this test makes and removes."""
+    if shutil.which("podman") is None:
+        print("SKIP: podman not installed")
+        pytest.skip("podman not installed")
+    ref = "localhost/calico-lab-test/podman-busybox:latest"
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in ("sh", "sleep"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tmp_path / "rootfs.tar"), "."], check=True)
+    made = subprocess.run(
+        ["podman", "import", "--change", 'CMD ["/bin/sh"]', str(tmp_path / "rootfs.tar"), ref],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    try:
+        started = time.monotonic()
+        archive = images.podman_save([ref], tmp_path / "podman.tar")
+        names = images.import_archive(tools.find().ctr, archive)
+        print(f"podman save + import {time.monotonic() - started:.2f} s")
+        assert names == [ref]
+    finally:
+        subprocess.run(["podman", "rmi", ref], capture_output=True, check=False)
+    pod = busybox_pod("frompodman", host_network=True, command="echo from podman; exec sleep 60")
+    pod["spec"]["containers"][0]["image"] = ref
+    kube_node.apply([pod])
+    wait_running(kube_node, "default", "frompodman")
+    assert kube_node.kubectl("logs", "frompodman").strip() == "from podman"
 
 
 def test_down_restores_the_host(kube_node: KubeNode) -> None:
