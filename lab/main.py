@@ -599,7 +599,14 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # kubectl/calicoctl pass-through: argparse's REMAINDER does not take a leading
+        # option (`kubectl -n kube-system get pods`), which lands here, in order.
+        if not isinstance(getattr(args, "args", None), list):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.args = [*extra, *args.args]
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     if os.geteuid() != 0:
