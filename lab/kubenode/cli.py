@@ -64,6 +64,9 @@ def _say(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     directory: Path = args.kube_state_dir.resolve()
+    # kubectl's discovery and HTTP caches: in the state directory, which `down` removes,
+    # instead of ~/.kube/cache.
+    os.environ.setdefault("KUBECACHEDIR", str(directory / "kubectl-cache"))
     command = args.kube_command
     if command == "up":
         options = lifecycle.UpOptions(

@@ -48,11 +48,16 @@ OWNED_CHAIN = re.compile(r"^(KUBE-|cali-)")
 # nftables tables the node may create: iptables-nft's own (left empty behind) and Felix's.
 OWNED_TABLE = re.compile(r"^(filter|nat|mangle|raw|security|calico.*)$")
 CNI_CONF_DIR = Path("/etc/cni/net.d")
+# What Calico's install (and a test by hand) writes there; podman's networks (other work on
+# this host, e.g. compose) add and remove their own `<network>.conflist` files meanwhile.
+OWNED_CNI_CONF = re.compile(r"^(\d+-calico.*\.conflist|calico-kubeconfig|calico-tls)$")
 CNI_BIN_DIR = Path("/opt/cni/bin")
 DIRECTORIES = (
     "/var/lib/kubelet",
     "/var/lib/containerd",
     "/run/containerd",
+    "/opt/containerd",
+    "/run/nri",
     "/var/log/pods",
     "/var/log/containers",
     "/var/lib/calico",
@@ -162,15 +167,23 @@ def _routes(ranges: Iterable[str]) -> list[str]:
             dst = str(route.get("dst", ""))
             dev = str(route.get("dev", ""))
             owned = bool(dev) and bool(OWNED_LINK.match(dev))
+            # In the ranges, only routes that go nowhere (the node's unreachable routes,
+            # ipamd's blackholes): others' connected routes there (podman's) are theirs.
             with contextlib.suppress(ValueError):
                 net = ipaddress.ip_network(dst, strict=False)
-                owned = owned or any(
-                    net.version == n.version and net.subnet_of(n)  # type: ignore[arg-type]
-                    for n in nets
+                owned = owned or (
+                    route.get("type") in NOWHERE
+                    and any(
+                        net.version == n.version and net.subnet_of(n)  # type: ignore[arg-type]
+                        for n in nets
+                    )
                 )
             if owned and route.get("table") != "local":
                 found.append(_route_text(route))
     return sorted(found)
+
+
+NOWHERE = ("unreachable", "blackhole", "prohibit")
 
 
 def _route_text(route: Mapping[str, Any]) -> str:
@@ -205,8 +218,7 @@ def take(ranges: Iterable[str] = ()) -> dict[str, Any]:
         "sysctls": _sysctls(),
         "iptables": {"ip": _iptables("ip"), "ip6": _iptables("ip6")},
         "nft_tables": _nft_tables(),
-        # podman's cni.lock appears with any podman network use (other work on the host)
-        "cni_conf": [n for n in _listing(CNI_CONF_DIR) if n != "cni.lock"],
+        "cni_conf": [n for n in _listing(CNI_CONF_DIR) if OWNED_CNI_CONF.match(n)],
         "cni_bin": _listing(CNI_BIN_DIR),
         "netns": _cni_netns(),
         "links": _links(),
@@ -260,7 +272,7 @@ def restore(snapshot: Mapping[str, Any]) -> list[str]:
     _restore_iptables(snapshot.get("iptables", {}), problems)
     _restore_nft(set(snapshot.get("nft_tables", [])), problems)
     _restore_routes(snapshot, problems)
-    _restore_files(CNI_CONF_DIR, set(snapshot.get("cni_conf", [])), problems)
+    _restore_files(CNI_CONF_DIR, set(snapshot.get("cni_conf", [])), problems, OWNED_CNI_CONF)
     _restore_files(CNI_BIN_DIR, set(snapshot.get("cni_bin", [])), problems)
     _remove_cgroups(set(snapshot.get("cgroups", [])), problems)
     existed = set(snapshot.get("directories", []))
@@ -328,11 +340,12 @@ def _restore_nft(keep: set[str], problems: list[str]) -> None:
 
 def _restore_routes(snapshot: Mapping[str, Any], problems: list[str]) -> None:
     keep = set(snapshot.get("routes", []))
+    owned = set(_routes(snapshot.get("ranges", [])))
     for family in ("-4", "-6"):
         out = _run(["ip", "-j", family, "route", "show", "table", "all"])
         for route in json.loads(out) if out else []:
             text = _route_text(route)
-            if text in keep or text not in _routes(snapshot.get("ranges", [])):
+            if text in keep or text not in owned:
                 continue
             argv = ["ip", family, "route", "delete", str(route.get("type", "unicast"))]
             argv.append(str(route["dst"]))
@@ -342,9 +355,11 @@ def _restore_routes(snapshot: Mapping[str, Any], problems: list[str]) -> None:
             _try(argv, problems)
 
 
-def _restore_files(directory: Path, keep: set[str], problems: list[str]) -> None:
+def _restore_files(
+    directory: Path, keep: set[str], problems: list[str], owned: re.Pattern[str] | None = None
+) -> None:
     for name in set(_listing(directory)) - keep:
-        if name == "cni.lock":  # podman's lock: taken by any podman network use meanwhile
+        if owned is not None and not owned.match(name):
             continue
         try:
             path = directory / name

@@ -25,7 +25,7 @@ class ContainerdError(RuntimeError):
     pass
 
 
-def config(tools: Tools) -> str:
+def config(tools: Tools, work: Path) -> str:
     bin_dirs = ", ".join(f'"{d}"' for d in layout.CNI_BIN_DIRS)
     cri_runtime = "plugins.'io.containerd.cri.v1.runtime'"
     runc = f"{cri_runtime}.containerd.runtimes.runc"
@@ -37,6 +37,12 @@ state = "{layout.CONTAINERD_STATE}"
   address = "{layout.CONTAINERD_SOCKET}"
 
 [plugins]
+  # Its default, /opt/containerd, would be one more thing left on the host.
+  [plugins.'io.containerd.internal.v1.opt']
+    path = "{work / "opt"}"
+  # No NRI plugins here; enabled it would leave /run/nri behind.
+  [plugins.'io.containerd.nri.v1.nri']
+    disable = true
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = "overlayfs"
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
@@ -79,7 +85,7 @@ def start(tools: Tools, work: Path) -> ProcessRecord:
             f"a containerd already answers on {layout.CONTAINERD_SOCKET}: not ours to take over"
         )
     conf = work / "containerd.toml"
-    conf.write_text(config(tools))
+    conf.write_text(config(tools, work))
     env = dict(os.environ)
     # containerd finds containerd-shim-runc-v2 on its PATH.
     env["PATH"] = f"{tools.containerd_bin_dir}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"

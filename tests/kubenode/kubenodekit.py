@@ -54,6 +54,8 @@ def bring_up(directory: Path) -> KubeNode:
         )
         print(f"SKIP: {reason}")
         pytest.skip(reason)
+    # kubectl's caches go with the state directory, not into ~/.kube/cache.
+    os.environ["KUBECACHEDIR"] = str(directory / "kubectl-cache")
     started = time.monotonic()
     build_seconds = tools.build()
     print(f"tools: {'built' if lacking else 'cached'} in {build_seconds:.1f} s")
