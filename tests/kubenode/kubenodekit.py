@@ -14,12 +14,13 @@ import pytest
 import yaml
 
 from lab.apiserver import ApiServer
-from lab.kubenode import layout, lifecycle, tools
+from lab.kubenode import hostroutes, layout, lifecycle, tools
 from lab.kubenode.lifecycle import DownReport
 from lab.kubenode.state import KubeState
 from lab.processes import is_alive
 
 NO_BUILD_ENV = "CALICO_KUBE_NO_BUILD"
+OTHER_NODE_WAIT = 600.0
 
 
 @dataclass
@@ -54,6 +55,7 @@ def bring_up(directory: Path) -> KubeNode:
         )
         print(f"SKIP: {reason}")
         pytest.skip(reason)
+    wait_for_other_node()
     # kubectl's caches go with the state directory, not into ~/.kube/cache.
     os.environ["KUBECACHEDIR"] = str(directory / "kubectl-cache")
     started = time.monotonic()
@@ -69,6 +71,16 @@ def bring_up(directory: Path) -> KubeNode:
         f"(whole up with build check {time.monotonic() - started:.1f} s)"
     )
     return KubeNode(state, server, before)
+
+
+def wait_for_other_node(timeout: float = OTHER_NODE_WAIT) -> None:
+    """One node per host (its link, /var/lib/kubelet, containerd's socket, port 6443 are
+    fixed): while another run's node is up, wait for its `down` rather than fail."""
+    deadline = time.monotonic() + timeout
+    if hostroutes.link_exists(layout.NODE_LINK):
+        print(f"another node is up ({layout.NODE_LINK} exists): waiting up to {timeout:.0f} s")
+    while hostroutes.link_exists(layout.NODE_LINK) and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def take_down(node: KubeNode) -> DownReport:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lab.kubenode import hostsnap, layout, lifecycle, tools
-from tests.kubenode.kubenodekit import NO_BUILD_ENV
+from tests.kubenode.kubenodekit import NO_BUILD_ENV, wait_for_other_node
 
 pytestmark = pytest.mark.timeout(1200)  # a cold build of the tools takes ~8 min
 
@@ -37,6 +37,7 @@ def test_down_after_up_was_killed(tmp_path: Path) -> None:
         print(f"SKIP: {NO_BUILD_ENV} set and tools missing: {lacking}")
         pytest.skip(f"{NO_BUILD_ENV} set and tools missing")
     tools.build()
+    wait_for_other_node()
     state_dir = tmp_path / "state"
     before = hostsnap.take(layout.UNREACHABLE_RANGES)
     up = subprocess.Popen(
