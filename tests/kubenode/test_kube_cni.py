@@ -5,18 +5,20 @@ calico-ipamd and calico-felix run as host processes on the Kubernetes datastore 
 API server, with Calico's CRDs), the plugins go into /opt/cni/bin and a conflist named to sort
 before podman's into /etc/cni/net.d. An ordinary pod then gets an address from the pool
 through the kubelet's CNI ADD, the host reaches it, it reaches the API server at the node's
-address, and deleting it runs CNI DEL, which releases the address. `down` then leaves the host
-as it was, Felix's tables and the installed files included.
+address, and deleting it runs CNI DEL, which releases the address. A NetworkPolicy applied
+with kubectl is enforced by Felix between two such pods. `down` then leaves the host as it
+was, Felix's tables and the installed files included.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,51 @@ def test_pod_gets_an_address_through_calico_cni_and_releases_it(
     assert _in_use(calico_on_node) == before, "CNI DEL did not release the pod's address"
     routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
     assert ip not in routes, routes
+
+
+def _connects(node: KubeNode, pod: str, ip: str, port: int) -> bool:
+    proc = node.server.kubectl(
+        ["exec", pod, "--", "sh", "-c", f"nc -w 2 {ip} {port} </dev/null"], timeout=30
+    )
+    return proc.returncode == 0
+
+
+def _eventually(check: Callable[[], bool], want: bool, within: float = 10.0) -> float:
+    """Seconds until `check()` is `want` (AssertionError after `within`)."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        if check() == want:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"still {not want} after {within:.0f} s")
+
+
+def test_network_policy_applied_with_kubectl_is_enforced(
+    kube_node: KubeNode, calico_on_node: dict[str, str]
+) -> None:
+    """Felix enforces a Kubernetes NetworkPolicy between two pods the real kubelet made."""
+    kube_node.apply(
+        [
+            busybox_pod("server", command="exec httpd -f -p 8080"),
+            busybox_pod("client"),
+        ]
+    )
+    wait_running(kube_node, "default", "server", timeout=90)
+    wait_running(kube_node, "default", "client", timeout=90)
+    ip = kube_node.pod("default", "server")["status"]["podIP"]
+    assert _connects(kube_node, "client", ip, 8080)
+    deny = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "server-deny-ingress", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"]},
+    }
+    kube_node.apply([deny])
+    check = functools.partial(_connects, kube_node, "client", ip, 8080)
+    print(f"deny enforced {_eventually(check, False):.2f} s after apply (with its 2 s probe)")
+    kube_node.kubectl("delete", "networkpolicy", "server-deny-ingress")
+    print(f"allowed again {_eventually(check, True):.2f} s after delete")
+    kube_node.kubectl("delete", "pod", "server", "client", "--wait=true", "--timeout=60s")
 
 
 def test_down_restores_the_host_after_calico(
