@@ -37,7 +37,7 @@ from tests.kubenode.kubenodekit import (
     wait_running,
 )
 
-pytestmark = pytest.mark.timeout(1200)  # a cold build of the tools takes ~8 min
+pytestmark = pytest.mark.timeout(2400)  # a cold build of the tools: 8-18 min on 2 cores
 
 POOL = "10.244.0.0/16"  # unreachable on the host while the node runs; pods' /32s win
 CONFLIST = Path(layout.CNI_CONF_DIR) / "10-calico.conflist"

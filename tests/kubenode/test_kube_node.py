@@ -26,7 +26,7 @@ from tests.kubenode.kubenodekit import (
     wait_running,
 )
 
-pytestmark = pytest.mark.timeout(1200)  # a cold build of the tools takes ~8 min
+pytestmark = pytest.mark.timeout(2400)  # a cold build of the tools: 8-18 min on 2 cores
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
