@@ -19,6 +19,7 @@
     calico-lab conformance --cases FILE --report OUT.json [--nodes N] [--subnets N] [--bgp ..]
                            [--encap ..] [--datastore ..]
     calico-lab demo [--nodes N] [--bgp ..]
+    calico-lab kube up|down|status|kubectl ...   a real single-node Kubernetes (lab/kubenode/)
     calico-lab down
 
 Global: --name LAB (default `default`), --state-dir DIR (or $CALICO_LAB_STATE; default
@@ -40,6 +41,7 @@ from pathlib import Path
 from lab import bgp, network
 from lab.cluster import MAX_NODES, bring_down, bring_up
 from lab.daemons import DaemonError, find_program
+from lab.kubenode import cli as kube_cli
 from lab.lab import DATAPLANES, DATASTORES, DEFAULT_POOL, ENCAPS, Lab, LabError
 from lab.node import BGPD, BIRD, RESTARTABLE
 from lab.state import STATE_ENV, LabStateError, locked, resolve_state_dir
@@ -175,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="up, pods, matrix, policy, matrix, down")
     _add_lab_options(demo)
+    kube_cli.add_parser(sub)
     return parser
 
 
@@ -585,6 +588,7 @@ COMMANDS = {
     "apiserver": cmd_apiserver,
     "conformance": cmd_conformance,
     "demo": cmd_demo,
+    "kube": kube_cli.run,
 }
 
 
@@ -595,7 +599,14 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # kubectl/calicoctl pass-through: argparse's REMAINDER does not take a leading
+        # option (`kubectl -n kube-system get pods`), which lands here, in order.
+        if not isinstance(getattr(args, "args", None), list):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.args = [*extra, *args.args]
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     if os.geteuid() != 0:

@@ -12,7 +12,7 @@ APT_PACKAGES=(
   etcd-server etcd-client
   nftables python3-nftables iptables ipset conntrack
   bird2 gobgpd containernetworking-plugins
-  podman runc busybox-static openssl
+  podman runc busybox-static openssl gcc libc6-dev
   iperf3 ethtool
 )
 
