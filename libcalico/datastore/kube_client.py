@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,9 @@ import aiohttp
 from libcalico.datastore.api import (
     DatastoreError,
     DatastoreUnavailableError,
+    KeyNotFoundError,
     ResyncRequiredError,
+    RevisionConflictError,
 )
 from libcalico.datastore.kubeconfig import KubeConnection, load_kubeconfig
 
@@ -138,6 +140,30 @@ class KubeClient:
             return None
         if response.status != 200:
             raise response.error(f"get {path}")
+        return response.body
+
+    async def replace(
+        self,
+        key: str,
+        path: str,
+        body: dict[str, Any],
+        revision: int,
+        actual_revision: Callable[[], Awaitable[int | None]],
+    ) -> dict[str, Any]:
+        """PUT `body` (its metadata.resourceVersion set to `revision`): the stored object. The
+        datastore contract's errors for `key`: KeyNotFoundError when the object is gone (also
+        between a 409 and the re-read), RevisionConflictError with the object's revision now."""
+        body = {**body, "metadata": {**body["metadata"], "resourceVersion": str(revision)}}
+        response = await self.request("PUT", path, body)
+        if response.status == 404:
+            raise KeyNotFoundError(key)
+        if response.status == 409:
+            actual = await actual_revision()
+            if actual is None:
+                raise KeyNotFoundError(key)
+            raise RevisionConflictError(key, revision, actual)
+        if response.status != 200:
+            raise response.error(f"update {key}")
         return response.body
 
     async def list(

@@ -131,19 +131,10 @@ class ApiObjects:
         """PUT `body` if the object is at `revision` (to `subresource` when given, e.g.
         "status", which also takes metadata and needs a narrower RBAC grant); the stored
         object."""
-        body = {**body, "metadata": {**body["metadata"], "resourceVersion": str(revision)}}
         path = self.path(where) + (f"/{subresource}" if subresource else "")
-        response = await self.client.request("PUT", path, body)
-        if response.status == 404:
-            raise KeyNotFoundError(key)
-        if response.status == 409:
-            actual = await self.actual_revision(where)
-            if actual is None:
-                raise KeyNotFoundError(key)
-            raise RevisionConflictError(key, revision, actual)
-        if response.status != 200:
-            raise response.error(f"update {key}")
-        return response.body
+        return await self.client.replace(
+            key, path, body, revision, lambda: self.actual_revision(where)
+        )
 
     async def list(self, namespace: str | None) -> tuple[builtins.list[dict[str, Any]], int]:
         return await self.client.list(self.kind.collection_path(namespace))

@@ -232,19 +232,10 @@ class KubernetesDatastore(Datastore):
         if (handler := self._handler(key)) is not None:
             return await handler.update(key, value, revision)
         ref = _ref_for_key(key)
-        body = _to_object(ref, value)
-        body["metadata"]["resourceVersion"] = str(revision)
-        response = await self._request("PUT", ref.path, body)
-        if response.status == 404:
-            raise KeyNotFoundError(key)
-        if response.status == 409:
-            actual = await self._actual_revision(ref)
-            if actual is None:
-                raise KeyNotFoundError(key)
-            raise RevisionConflictError(key, revision, actual)
-        if response.status != 200:
-            raise response.error(f"update {key}")
-        return self._kv(ref, response.body)
+        stored = await self._client.replace(
+            key, ref.path, _to_object(ref, value), revision, lambda: self._actual_revision(ref)
+        )
+        return self._kv(ref, stored)
 
     async def put(self, key: str, value: bytes) -> KeyValue:
         # Custom resources allow no unconditional PUT: read the revision, then compare-and-swap.

@@ -11,6 +11,7 @@ empty block, on such a datastore).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from libcalico.ipam import keys
 from libcalico.ipam.keys import Network
 from libcalico.ipam.model import Block, BlockAffinity, Handle
 from libcalico.ipam.store import IpamStore
+
+log = logging.getLogger(__name__)
 
 StagedObject = Block | Handle | BlockAffinity
 
@@ -60,9 +63,14 @@ class Staging:
         """Run `follow_up` once this batch is written (and not if it is rolled back)."""
         self._follow_ups.append(follow_up)
 
-    @property
-    def follow_ups(self) -> list[FollowUp]:
-        return list(self._follow_ups)
+    async def run_follow_ups(self) -> None:
+        """Run what `after_commit` queued, once the batch is written. A failure is logged,
+        not raised: the batch stands, and a follow-up only tidies after it."""
+        for follow_up in self._follow_ups:
+            try:
+                await follow_up()
+            except Exception:
+                log.exception("IPAM follow-up after a commit failed")
 
     @property
     def dirty(self) -> bool:

@@ -9,7 +9,6 @@ staging, never from what it saw before.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -19,7 +18,6 @@ from libcalico.ipam.staging import Staging
 from libcalico.ipam.store import IpamStore
 
 R = TypeVar("R")
-log = logging.getLogger(__name__)
 
 # What a compare-and-swap transaction raises when another writer got there first.
 CONFLICTS = (RevisionConflictError, KeyExistsError, KeyNotFoundError)
@@ -46,10 +44,6 @@ async def run_staged(
                 # Racing writers back off a little so they stop colliding in lock-step.
                 await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
             continue
-        for follow_up in staging.follow_ups:
-            try:
-                await follow_up()
-            except Exception:  # the change stands: a follow-up only tidies after it
-                log.exception("IPAM follow-up after a commit failed")
+        await staging.run_follow_ups()
         return result
     raise TooManyConflictsError(f"IPAM change gave up after {attempts} conflicting attempts")

@@ -162,11 +162,7 @@ class Committer:
                     # Back off a little so racing daemons stop colliding in lock-step.
                     await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
                 continue
-            for follow_up in staging.follow_ups:
-                try:
-                    await follow_up()
-                except Exception:  # the batch stands: the follow-up only tidies after it
-                    log.exception("IPAM follow-up after a commit failed")
+            await staging.run_follow_ups()
             for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
                 if fut.done():
                     continue
