@@ -15,101 +15,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-KUBE_VERSION=v1.37.2
-STAGING_VERSION=v0.${KUBE_VERSION#v1.}
 CONTAINERD_VERSION=v2.4.2
 NODE_COMMANDS=(kubelet kube-controller-manager kube-scheduler)
 CONTAINERD_COMMANDS=(containerd containerd-shim-runc-v2 ctr)
+log() { echo "build-kube-node: $*"; }
+# shellcheck source=scripts/lib/gobuild.sh
+. scripts/lib/gobuild.sh  # KUBE_VERSION, CACHE, GO, complete, new_tmp, publish, gobuild, ...
 
-CACHE=${CALICO_TOOLS_CACHE:-$HOME/.cache/calico-py/tools}
 NODE_DIR=$CACHE/kube-node-$KUBE_VERSION
 CONTAINERD_DIR=$CACHE/containerd-$CONTAINERD_VERSION
 
-GO=${GO:-/usr/local/go/bin/go}
-GO_WANTED=$GO
-if [ ! -x "$GO" ]; then
-  GO=$(command -v go || true)
-fi
-
-log() { echo "build-kube-node: $*"; }
-
-complete() {  # complete DIR NAME...: every binary of a cache entry is there
-  local dir=$1 name
-  shift
-  for name in "$@"; do
-    [ -x "$dir/$name" ] || return 1
-  done
-}
-
-TMP_DIRS=()
-cleanup() {
-  local d
-  for d in "${TMP_DIRS[@]+"${TMP_DIRS[@]}"}"; do
-    chmod -R u+w "$d" 2>/dev/null || true
-    rm -rf "$d"
-  done
-}
-trap cleanup EXIT
-new_tmp() {  # sets WORK (not echoed: a $(...) subshell would not record it for cleanup)
-  mkdir -p "$CACHE"
-  WORK=$(mktemp -d "$CACHE/.build-$1.XXXXXX")
-  TMP_DIRS+=("$WORK")
-}
-
-publish() {  # publish TMP_BIN DIR (another build that finished first wins)
-  if [ -e "$2" ] && ! complete "$2" $(ls "$1"); then
-    rm -rf "$2"
-  fi
-  if ! mv -T "$1" "$2" 2>/dev/null; then
-    log "$2 appeared meanwhile; keeping it"
-  fi
-}
-
-gobuild() {
-  CGO_ENABLED=0 nice -n 19 "$GO" build -trimpath "$@"
-}
-
-tools_go() {  # tools_go PREFIX CMD...: a tools.go importing each command (keeps go mod tidy honest)
-  local prefix=$1 cmd
-  shift
-  printf '//go:build tools\n\npackage tools\n\nimport (\n'
-  for cmd in "$@"; do
-    printf '\t_ "%s/%s"\n' "$prefix" "$cmd"
-  done
-  printf ')\n'
-}
-
 build_node() {
-  local work ldflags pkg date mod cmd
-  new_tmp "kube-node-$KUBE_VERSION"
-  work=$WORK
-  log "building ${NODE_COMMANDS[*]} $KUBE_VERSION in $work (nice 19; cold: minutes)"
-  (
-    cd "$work"
-    "$GO" mod init calico-py-kube-node-build >/dev/null 2>&1
-    nice -n 19 "$GO" get "k8s.io/kubernetes@$KUBE_VERSION"
-    mod=$("$GO" env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$KUBE_VERSION.mod
-    for pkg in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$mod"); do
-      "$GO" mod edit "-replace=$pkg=$pkg@$STAGING_VERSION"
-    done
-    tools_go k8s.io/kubernetes/cmd "${NODE_COMMANDS[@]}" >tools.go
-    nice -n 19 "$GO" mod tidy
-    date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-    ldflags="-s -w"
-    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      ldflags="$ldflags -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1"
-      ldflags="$ldflags -X $pkg.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2)"
-      ldflags="$ldflags -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
-    done
-    mkdir bin
-    for cmd in "${NODE_COMMANDS[@]}"; do
-      # CGO_ENABLED=0 works for the kubelet too (upstream builds it with cgo).
-      gobuild -tags selinux,notest,grpcnotrace -ldflags "$ldflags" -o "bin/$cmd" \
-        "k8s.io/kubernetes/cmd/$cmd"
-    done
-    bin/kubelet --version
-  )
-  publish "$work/bin" "$NODE_DIR"
+  build_kube_commands "$NODE_DIR" kube-node "${NODE_COMMANDS[@]}"
 }
 
 build_containerd() {
