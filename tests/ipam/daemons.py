@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ import grpc
 import grpc.aio
 
 from calico.ipam.v1 import ipam_pb2, ipam_pb2_grpc
+from libcalico.datastore import Datastore
+from libcalico.ipam.store import IpamStore
+from tests.ipam.helpers import put_pool
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
@@ -105,3 +109,62 @@ async def running_daemons(
         for daemon in daemons:
             stop_daemon(daemon)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def assign(
+    stub: ipam_pb2_grpc.IpamAsyncStub, handle: str, v4: int = 1, v6: int = 0
+) -> list[str]:
+    reply = await stub.AutoAssign(
+        ipam_pb2.AutoAssignRequest(num_ipv4=v4, num_ipv6=v6, handle_id=handle), timeout=30
+    )
+    return list(reply.ipv4) + list(reply.ipv6)
+
+
+SHARED_POOL_NODES = ["node-0", "node-1", "node-2", "node-3"]
+
+
+async def race_for_a_shared_pool(
+    datastore: Datastore, env: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """Four daemons (SHARED_POOL_NODES), 8 clients each, take exactly the 512 addresses of a
+    pool of 32 blocks of 16, unevenly spread (200/160/96/56): once every block is claimed,
+    nodes must borrow from the others' partly used blocks (56 is not a multiple of 16), and
+    every request must still succeed. Checks no address went out twice and every allocation
+    reads back with its handle and node, affine or recorded as borrowed; the (handle, ip)
+    pairs handed out."""
+    await put_pool(datastore, "shared", "10.2.0.0/23", block_size=28)
+    per_node = dict(zip(SHARED_POOL_NODES, (200, 160, 96, 56), strict=True))
+    concurrency = 8
+    async with running_daemons(SHARED_POOL_NODES, env) as daemons:
+
+        async def client(daemon: Daemon, worker: int) -> list[tuple[str, str]]:
+            out = []
+            async with daemon.channel() as channel:
+                stub = ipam_pb2_grpc.IpamStub(channel)
+                for i in range(per_node[daemon.node] // concurrency):
+                    handle = f"{daemon.node}.w{worker}.{i}"
+                    (ip,) = await assign(stub, handle)
+                    out.append((handle, ip.split("/")[0]))
+            return out
+
+        results = await asyncio.gather(*(client(d, w) for d in daemons for w in range(concurrency)))
+    handed_out = [pair for chunk in results for pair in chunk]
+    assert len(handed_out) == 512
+    assert len({ip for _, ip in handed_out}) == 512
+
+    # Read every allocation back from the datastore.
+    store = IpamStore(datastore, cache=False)
+    blocks = [b.value for b in await store.list_blocks(4)]
+    stored = {str(a.ip): (a, b) for b in blocks for a in b.all_allocations()}
+    assert len(stored) == sum(b.in_use for b in blocks) == 512
+    borrowed = 0
+    for handle, ip in handed_out:
+        alloc, block = stored[ip]
+        assert alloc.handle_id == handle
+        node = handle.split(".")[0]
+        assert alloc.attributes["node"] == node
+        if block.affine_node != node:
+            borrowed += 1  # recorded as borrowed: the block belongs to another node
+    assert sum(Counter(b.affine_node for b in blocks).values()) == 32
+    assert 0 < borrowed < 512
+    return handed_out

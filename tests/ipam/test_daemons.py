@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -17,9 +16,17 @@ import pytest
 
 from calico.ipam.v1 import ipam_pb2, ipam_pb2_grpc
 from libcalico.datastore import Datastore
-from libcalico.ipam.store import IpamStore
 from services.ipam.check import run_check
-from tests.ipam.daemons import Daemon, running_daemons, spawn_daemon, stop_daemon, wait_ready
+from tests.ipam.daemons import (
+    SHARED_POOL_NODES,
+    Daemon,
+    assign,
+    race_for_a_shared_pool,
+    running_daemons,
+    spawn_daemon,
+    stop_daemon,
+    wait_ready,
+)
 from tests.ipam.helpers import put_node, put_pool, put_workload_endpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,15 +41,6 @@ def calicoctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
         text=True,
         timeout=60,
     )
-
-
-async def assign(
-    stub: ipam_pb2_grpc.IpamAsyncStub, handle: str, v4: int = 1, v6: int = 0
-) -> list[str]:
-    reply = await stub.AutoAssign(
-        ipam_pb2.AutoAssignRequest(num_ipv4=v4, num_ipv6=v6, handle_id=handle), timeout=30
-    )
-    return list(reply.ipv4) + list(reply.ipv6)
 
 
 async def test_errors_are_grpc_status_codes(
@@ -75,47 +73,9 @@ async def test_errors_are_grpc_status_codes(
 async def test_four_daemons_share_one_address_space(
     datastore: Datastore, datastore_env: dict[str, str]
 ) -> None:
-    # 512 addresses in 32 blocks of 16, and exactly 512 requests, unevenly spread: once the
-    # blocks are all claimed, nodes must borrow from the others' partly used blocks (56 is not
-    # a multiple of 16), and every request must still succeed.
-    await put_pool(datastore, "shared", "10.2.0.0/23", block_size=28)
-    nodes = [f"node-{i}" for i in range(4)]
-    for node in nodes:
+    for node in SHARED_POOL_NODES:
         await put_node(datastore, node)
-    per_node, concurrency = {"node-0": 200, "node-1": 160, "node-2": 96, "node-3": 56}, 8
-    async with running_daemons(nodes, datastore_env) as daemons:
-
-        async def client(daemon: Daemon, worker: int) -> list[tuple[str, str]]:
-            out = []
-            async with daemon.channel() as channel:
-                stub = ipam_pb2_grpc.IpamStub(channel)
-                for i in range(per_node[daemon.node] // concurrency):
-                    handle = f"{daemon.node}.w{worker}.{i}"
-                    (ip,) = await assign(stub, handle)
-                    out.append((handle, ip.split("/")[0]))
-            return out
-
-        results = await asyncio.gather(*(client(d, w) for d in daemons for w in range(concurrency)))
-    handed_out = [pair for chunk in results for pair in chunk]
-    assert len(handed_out) == 512
-    assert len({ip for _, ip in handed_out}) == 512
-
-    # Read every allocation back from the datastore.
-    store = IpamStore(datastore, cache=False)
-    blocks = [b.value for b in await store.list_blocks(4)]
-    stored = {str(a.ip): (a, b) for b in blocks for a in b.all_allocations()}
-    assert len(stored) == sum(b.in_use for b in blocks) == 512
-    borrowed = 0
-    for handle, ip in handed_out:
-        alloc, block = stored[ip]
-        assert alloc.handle_id == handle
-        node = handle.split(".")[0]
-        assert alloc.attributes["node"] == node
-        if block.affine_node != node:
-            borrowed += 1  # recorded as borrowed: the block belongs to another node
-    affinity_owners = Counter(b.affine_node for b in blocks)
-    assert sum(affinity_owners.values()) == 32
-    assert 0 < borrowed < 512
+    await race_for_a_shared_pool(datastore, datastore_env)
     report = await run_check(datastore)
     assert report.duplicates == [] and report.out_of_block == []
     assert report.handle_mismatches == [] and report.missing_node_blocks == []

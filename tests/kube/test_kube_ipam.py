@@ -8,21 +8,18 @@ allocation is affine or recorded as borrowed, `ipam check` finds only leaks, and
 `calicoctl ipam release --from-report` clears them.
 
 `ipam check` needs Calico Nodes and WorkloadEndpoints, which this backend derives from
-Kubernetes Nodes and Pods. The tests make those API objects (as the kubelet and the CNI plugin
-would); while the backend does not map them yet, the check runs in-process with the same
-Nodes and WorkloadEndpoints served beside the backend (NodesAndEndpoints), saying so.
+Kubernetes Nodes and Pods: the tests make those API objects, as the kubelet and the CNI plugin
+would, and run the real `calicoctl ipam check`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,24 +34,23 @@ from lab.apiserver import ApiServer, install_calico_crds
 from libcalico.config import DatastoreConfig
 from libcalico.datastore import (
     Datastore,
-    DatastoreError,
-    KeyValue,
-    ListResult,
-    TxnOp,
-    WatchEvent,
     connect,
 )
-from libcalico.datastore.keys import GROUP_CALICO, resource_key, resource_prefix
 from libcalico.datastore.kube_client import KubeClient
-from libcalico.ipam.store import IpamStore
 from services.ipam.check import Report, run_check
-from tests.ipam.daemons import Daemon, running_daemons, spawn_daemon, stop_daemon, wait_ready
+from tests.ipam.daemons import (
+    SHARED_POOL_NODES,
+    Daemon,
+    assign,
+    race_for_a_shared_pool,
+    running_daemons,
+    spawn_daemon,
+    stop_daemon,
+    wait_ready,
+)
 from tests.ipam.helpers import put_pool
-from tests.ipam.test_daemons import assign
 
 REPO = Path(__file__).resolve().parents[2]
-NODES = resource_prefix(GROUP_CALICO, "nodes")
-ENDPOINTS = resource_prefix(GROUP_CALICO, "workloadendpoints")
 KILL_DELAY = 0.015
 IPAM_KINDS = ("ipamblocks", "blockaffinities", "ipamhandles", "ippools", "ipamconfigs")
 
@@ -102,87 +98,6 @@ def calicoctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 # ---- Nodes and Pods: API objects, and the Calico view the check reads ----
 
 
-async def kube_owned_kinds_missing(ds: Datastore) -> str | None:
-    """Why the backend cannot serve Calico Nodes / WorkloadEndpoints yet, or None."""
-    try:
-        await ds.list(NODES)
-        await ds.list(ENDPOINTS)
-    except DatastoreError as error:
-        return str(error)
-    return None
-
-
-class NodesAndEndpoints(Datastore):
-    """The kubernetes datastore, with the Calico Nodes and WorkloadEndpoints `ipam check`
-    reads served from the test's own list (what the backend derives from the Nodes and Pods
-    the test made, once it maps them). Everything else is the backend's, untouched."""
-
-    def __init__(self, inner: Datastore, nodes: list[str], pods: list[dict[str, str]]) -> None:
-        self.inner = inner
-        self.atomic_txn = inner.atomic_txn
-        self.documents = {NODES: [_node_doc(n) for n in nodes], ENDPOINTS: [_wep(p) for p in pods]}
-
-    async def list(self, prefix: str) -> ListResult:
-        if prefix in self.documents:
-            revision = await self.inner.current_revision()
-            kvs = [
-                KeyValue(_key_of(doc), json.dumps(doc).encode(), revision, revision)
-                for doc in self.documents[prefix]
-            ]
-            return ListResult(kvs, revision)
-        return await self.inner.list(prefix)
-
-    async def get(self, key: str) -> KeyValue:
-        return await self.inner.get(key)
-
-    async def create(self, key: str, value: bytes) -> KeyValue:
-        return await self.inner.create(key, value)
-
-    async def update(self, key: str, value: bytes, revision: int) -> KeyValue:
-        return await self.inner.update(key, value, revision)
-
-    async def put(self, key: str, value: bytes) -> KeyValue:
-        return await self.inner.put(key, value)
-
-    async def delete(self, key: str, revision: int | None = None) -> KeyValue:
-        return await self.inner.delete(key, revision)
-
-    async def txn(self, ops: builtins.list[TxnOp]) -> builtins.list[KeyValue | None]:
-        return await self.inner.txn(ops)
-
-    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
-        return self.inner.watch(prefix, start_revision)
-
-    async def current_revision(self) -> int:
-        return await self.inner.current_revision()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-def _node_doc(name: str) -> dict[str, Any]:
-    return {"kind": "Node", "metadata": {"name": name}, "spec": {}}
-
-
-def _wep(pod: dict[str, str]) -> dict[str, Any]:
-    return {
-        "kind": "WorkloadEndpoint",
-        "metadata": {"name": f"{pod['node']}-k8s-{pod['name']}-eth0", "namespace": "default"},
-        "spec": {
-            "node": pod["node"],
-            "pod": pod["name"],
-            "containerID": pod["containerID"],
-            "ipNetworks": [f"{pod['ip']}/32"],
-        },
-    }
-
-
-def _key_of(doc: dict[str, Any]) -> str:
-    plural = "nodes" if doc["kind"] == "Node" else "workloadendpoints"
-    meta = doc["metadata"]
-    return resource_key(GROUP_CALICO, plural, meta["name"], meta.get("namespace"))
-
-
 async def make_nodes(client: KubeClient, nodes: list[str]) -> None:
     for name in nodes:
         response = await client.request("POST", "/api/v1/nodes", {"metadata": {"name": name}})
@@ -213,23 +128,17 @@ async def make_pods(client: KubeClient, pods: list[dict[str, str]]) -> None:
 async def ipam_report(
     ds: Datastore, env: dict[str, str], nodes: list[str], pods: list[dict[str, str]]
 ) -> tuple[Report, dict[str, Any]]:
-    """`ipam check` over the kubernetes datastore: the Report, and the JSON calicoctl prints
-    (from calicoctl itself once the backend maps Nodes and Pods)."""
+    """`ipam check` over the kubernetes datastore, from Kubernetes Nodes and Pods made as the
+    kubelet and the CNI plugin leave them: the in-process Report, and calicoctl's JSON."""
     client = KubeClient(env["KUBECONFIG"])
     try:
         await make_nodes(client, nodes)
-        missing = await kube_owned_kinds_missing(ds)
-        if missing is None:
-            await make_pods(client, pods)
+        await make_pods(client, pods)
     finally:
         await client.close()
-    if missing is None:
-        checked = calicoctl(env, "check", "-o", "json")
-        assert checked.returncode == 0, checked.stderr
-        return await run_check(ds), json.loads(checked.stdout)
-    print(f"ipam check in-process, Nodes and Pods served beside the backend: {missing}")
-    report = await run_check(NodesAndEndpoints(ds, nodes, pods))
-    return report, report.to_json()
+    checked = calicoctl(env, "check", "-o", "json")
+    assert checked.returncode == 0, checked.stderr
+    return await run_check(ds), json.loads(checked.stdout)
 
 
 # ---- the races ----
@@ -238,42 +147,8 @@ async def ipam_report(
 async def test_four_daemons_share_one_address_space(
     kube_ds: Datastore, kube_env: dict[str, str]
 ) -> None:
-    # As the etcd test: 512 addresses in 32 blocks of 16 and exactly 512 requests, unevenly
-    # spread, so nodes borrow from each other's blocks once all are claimed.
-    await put_pool(kube_ds, "shared", "10.2.0.0/23", block_size=28)
-    nodes = [f"node-{i}" for i in range(4)]
-    per_node, concurrency = {"node-0": 200, "node-1": 160, "node-2": 96, "node-3": 56}, 8
-    async with running_daemons(nodes, kube_env) as daemons:
-
-        async def client(daemon: Daemon, worker: int) -> list[tuple[str, str]]:
-            out = []
-            async with daemon.channel() as channel:
-                stub = ipam_pb2_grpc.IpamStub(channel)
-                for i in range(per_node[daemon.node] // concurrency):
-                    handle = f"{daemon.node}.w{worker}.{i}"
-                    (ip,) = await assign(stub, handle)
-                    out.append((handle, ip.split("/")[0]))
-            return out
-
-        results = await asyncio.gather(*(client(d, w) for d in daemons for w in range(concurrency)))
-    handed_out = [pair for chunk in results for pair in chunk]
-    assert len(handed_out) == 512
-    assert len({ip for _, ip in handed_out}) == 512
-
-    store = IpamStore(kube_ds, cache=False)
-    blocks = [b.value for b in await store.list_blocks(4)]
-    stored = {str(a.ip): (a, b) for b in blocks for a in b.all_allocations()}
-    assert len(stored) == sum(b.in_use for b in blocks) == 512
-    borrowed = 0
-    for handle, ip in handed_out:
-        alloc, block = stored[ip]
-        assert alloc.handle_id == handle
-        node = handle.split(".")[0]
-        assert alloc.attributes["node"] == node
-        if block.affine_node != node:
-            borrowed += 1  # recorded as borrowed: the block belongs to another node
-    assert sum(Counter(b.affine_node for b in blocks).values()) == 32
-    assert 0 < borrowed < 512
+    handed_out = await race_for_a_shared_pool(kube_ds, kube_env)
+    nodes = SHARED_POOL_NODES
     pods = [
         {"name": f"pod-{i}", "node": h.split(".")[0], "containerID": h, "ip": ip}
         for i, (h, ip) in enumerate(handed_out)
