@@ -16,4 +16,4 @@ echo "== mypy"
 mypy
 
 echo "== pytest"
-python -m pytest -q -p no:cacheprovider "$@"
+python -m pytest -q -p no:cacheprovider --durations=30 "$@"
