@@ -311,6 +311,7 @@ def test_calico_pods_become_ready_with_calicos_conflist(installed: KubeNode) -> 
     node = installed
     _rollout(node, "daemonset/calico-node")
     _rollout(node, "deployment/calico-typha")
+    TIMINGS["up start -> calico-node and Typha Ready"] = time.monotonic() - UP_STARTED["up"]
     # calico-kube-controllers is an ordinary pod (Calico's shape): on a fresh node the runtime
     # has no network until calico-node installs the CNI, so it waits; this host's podman
     # conflist lets it start earlier on podman's bridge (lab/README.md). Then it is moved,
@@ -414,9 +415,17 @@ def test_network_policy_applied_with_kubectl_is_enforced(installed: KubeNode) ->
 
 def test_deleting_a_pod_releases_its_address(installed: KubeNode) -> None:
     node = installed
+    # Reference, same run: a pod with no CNI at all (host network).
+    node.apply([busybox_pod("reference", "install-b", host_network=True)])
+    reference = wait_running(node, "install-b", "reference")
+    node.kubectl("delete", "pod", "-n", "install-b", "reference", "--wait=false")
     in_use = _in_use(node)
     node.apply([busybox_pod("short-lived", "install-b")])
-    TIMINGS["pod create -> Running (Ready)"] = wait_running(node, "install-b", "short-lived")
+    seconds = wait_running(node, "install-b", "short-lived")
+    TIMINGS["pod create -> Running (Ready), through calico's CNI"] = seconds
+    TIMINGS["reference: hostNetwork pod create -> Running (no CNI)"] = reference
+    ratio = seconds / reference
+    print(f"pod create -> Ready {seconds:.2f} s; hostNetwork {reference:.2f} s; x{ratio:.2f}")
     pod = node.pod("install-b", "short-lived")
     ip = pod["status"]["podIP"]
     handle = (
@@ -567,4 +576,4 @@ def test_down_leaves_the_host_as_it_was(installed: KubeNode) -> None:
     assert node_processes(node) == []
     print("timings:")
     for name, seconds in TIMINGS.items():
-        print(f"  {name:<58} {seconds:6.1f} s")
+        print(f"  {name:<58} {seconds:7.2f} s")
