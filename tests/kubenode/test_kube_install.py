@@ -536,8 +536,10 @@ def test_rolling_update_keeps_pods_connected_and_policy_enforced(
     new = _pods(node, CALICO_NS, "k8s-app=calico-node")
     assert [p["metadata"]["name"] for p in new] != [old]
     assert all(_ready(p) for p in new)
-    running = {s["name"]: s["image"] for s in new[0]["status"]["containerStatuses"]}
-    assert running == {n: refs[NODE_CONTAINERS[n]] for n in ("felix", "ipamd", "bgpd")}, running
+    status = new[0]["status"]
+    ran = {s["name"]: s["image"] for s in status["initContainerStatuses"]}
+    ran |= {s["name"]: s["image"] for s in status["containerStatuses"]}
+    assert ran == {name: refs[image] for name, image in NODE_CONTAINERS.items()}, ran
 
     allowed, denied = _probes(node, a), _probes(node, b)
     end = finished_wall + 3
