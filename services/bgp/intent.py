@@ -112,6 +112,9 @@ class BGPIntent:
     router_id: str | None  # None: the node has no IPv4 BGP address, so no sessions
     as_number: int
     listen_port: int = DEFAULT_LISTEN_PORT
+    # BGPConfiguration bindMode NodeIP: BIRD listens on the node's address only, not on every
+    # address of the host (Calico's default, None, listens on all).
+    bind_node_ip: bool = False
     debug: bool = False
     rr_cluster_id: str | None = None
     ignored_interfaces: tuple[str, ...] = ()
@@ -231,6 +234,7 @@ def build_intent(view: ClusterView, node: str) -> BGPIntent:
     common: dict[str, Any] = {
         "node": node,
         "listen_port": int(config.get("listenPort") or DEFAULT_LISTEN_PORT),
+        "bind_node_ip": config.get("bindMode") == "NodeIP",
         "debug": config.get("logSeverityScreen") in ("Debug", "Trace"),
         "ignored_interfaces": _interface_patterns(config.get("ignoredInterfaces") or (), notes),
         "blocks": blocks,

@@ -304,6 +304,10 @@ def _bgp_protocol(
         f"  local {intent.router_id}{local_port} as {intent.as_number};",
         f"  neighbor {peer.address}{peer_port} as {peer.as_number};",
     ]
+    if intent.bind_node_ip:
+        # The listening socket is bound to `local` (the node address). BIRD wants all or none
+        # of the sessions on one port to say so: every protocol here does.
+        out.append("  strict bind yes;")
     if peer.rr_client:
         out += ["  rr client;", f"  rr cluster id {intent.rr_cluster_id};"]
     out.append("  graceful restart on;  # peers keep our routes while BIRD restarts")

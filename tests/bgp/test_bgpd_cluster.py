@@ -17,7 +17,7 @@ import pytest
 
 from libcalico.syncer.api import Update
 from services.bgp.synthetic import block_updates, resource_update
-from tests.bgp.bgplab import CALICOCTL, BGPLab, alive, missing_requirements
+from tests.bgp.bgplab import CALICOCTL, BGPLab, alive, missing_requirements, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -221,3 +221,41 @@ def test_kill_bird_is_restarted_and_session_returns(cluster: Cluster) -> None:
     assert lab.wait_route(1, "10.200.4.0/26")["gateway"] == lab.address(0)
     assert lab.wait_route(0, "10.200.4.0/26")["type"] == "blackhole"
     assert "BIRD exited; restarting" in lab.log_tail(0, 60)
+
+
+def _bgp_listeners(lab: BGPLab, i: int) -> set[str]:
+    """Local address:port of every socket listening on TCP 179 in node i's namespace."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", lab.namespaces[i], "ss", "-ltnH", "sport", "= :179"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {line.split()[3] for line in out.stdout.splitlines() if line.strip()}
+
+
+def test_bind_mode_node_ip_listens_on_the_node_address_only(cluster: Cluster) -> None:
+    lab = cluster.lab
+    wildcard = _bgp_listeners(lab, 0)
+    assert lab.address(0) + ":179" not in wildcard and wildcard, wildcard
+    config = [resource_update("bgpconfigurations", "BGPConfiguration", "default", {})]
+    bound = [
+        resource_update("bgpconfigurations", "BGPConfiguration", "default", {"bindMode": "NodeIP"})
+    ]
+    lab.write(bound)
+    try:
+        for i in (0, 1):
+            wanted = {f"{lab.address(i)}:179"}
+
+            def bound_to_node(i: int = i, wanted: set[str] = wanted) -> bool:
+                return _bgp_listeners(lab, i) == wanted
+
+            wait_for(bound_to_node, 15, f"node {i}'s BIRD listening on its address only")
+        lab.wait_established(0, MESH_TO_B)
+        lab.wait_established(1, MESH_TO_A)
+    finally:
+        lab.write(config)  # back to Calico's default for any test after this one
+
+    def on_all_again() -> bool:
+        return _bgp_listeners(lab, 0) == wildcard
+
+    wait_for(on_all_again, 15, "listening on every address again")
+    lab.wait_established(0, MESH_TO_B)

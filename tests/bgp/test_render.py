@@ -68,6 +68,9 @@ def variants() -> dict[str, BGPIntent]:
         "empty": build_intent(cluster(), "ghost"),
         "large": build_intent(synthetic_view(50, 500), "node-0"),
         "vxlan": build_intent(vxlan_view(), "n1"),
+        "bind-node-ip": build_intent(
+            cluster(*THREE_NODES, config("default", bindMode="NodeIP")), "n1"
+        ),
     }
 
 
@@ -261,3 +264,10 @@ def test_no_filter_passes_a_route_learned_from_the_kernel() -> None:
         for block in text.split("protocol bgp ")[1:]:
             chain = peer_filter(text, block, "export").split()
             assert chain[0] in ("calico_export_own();", "calico_export_reflect();"), chain
+
+
+def test_bind_mode_node_ip_binds_every_session_to_the_node_address() -> None:
+    bound = render_config(variants()["bind-node-ip"], OPTIONS)
+    protocols = bound.count("protocol bgp ")
+    assert protocols == 2 and bound.count("  strict bind yes;") == protocols, bound
+    assert "strict bind" not in render_config(variants()["mesh"], OPTIONS)

@@ -168,3 +168,52 @@ async def race_for_a_shared_pool(
     assert sum(Counter(b.affine_node for b in blocks).values()) == 32
     assert 0 < borrowed < 512
     return handed_out
+
+
+async def kill_a_daemon_mid_allocation(
+    datastore: Datastore, env: Mapping[str, str], kill_delay: float = 0.0
+) -> tuple[list[tuple[str, str]], str]:
+    """Daemons for node-a (8 clients) and node-b (4) allocate from one pool of /26 blocks;
+    node-a's is killed with SIGKILL once it has answered 60 times, `kill_delay` after a reply
+    (on a datastore whose txn is ordered writes, the moment it writes its next batch), and a
+    new daemon for node-a carries on where it stopped. Then that daemon hands out one more
+    address, for a pod deleted without its CNI DEL. The (handle, ip) pairs answered, checked
+    unique, and that leaked address."""
+    await put_pool(datastore, "pool", "10.3.0.0/22", block_size=26)
+    acknowledged: list[tuple[str, str]] = []
+    enough_on_a = asyncio.Event()
+
+    async def hammer(daemon: Daemon, prefix: str, count: int) -> None:
+        async with daemon.channel() as channel:
+            stub = ipam_pb2_grpc.IpamStub(channel)
+            for i in range(count):
+                handle = f"k8s-pod-network.{prefix}{i}"
+                try:
+                    (ip,) = await assign(stub, handle)
+                except grpc.aio.AioRpcError:
+                    return  # the daemon died under us
+                acknowledged.append((handle, ip.split("/")[0]))
+                if sum(1 for h, _ in acknowledged if h.startswith("k8s-pod-network.a")) >= 60:
+                    enough_on_a.set()
+
+    async with running_daemons(["node-a", "node-b"], env) as (a, b):
+        tasks = [asyncio.create_task(hammer(a, f"a{w}x", 200)) for w in range(8)]
+        tasks += [asyncio.create_task(hammer(b, f"b{w}x", 40)) for w in range(4)]
+        await asyncio.wait_for(enough_on_a.wait(), timeout=60)
+        await asyncio.sleep(kill_delay)
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(timeout=10)
+        await asyncio.gather(*tasks)
+        again = spawn_daemon("node-a", Path(a.socket).parent, env)
+        try:
+            await wait_ready(again)
+            await hammer(again, "after", 20)
+            async with again.channel() as channel:
+                (gone,) = await assign(ipam_pb2_grpc.IpamStub(channel), "k8s-pod-network.gone")
+        finally:
+            stop_daemon(again)
+    ips = [ip for _, ip in acknowledged]
+    assert len(ips) == len(set(ips))
+    leaked_ip = gone.split("/")[0]
+    assert leaked_ip not in ips
+    return acknowledged, leaked_ip

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +17,10 @@ from libcalico.datastore import Datastore
 from services.ipam.check import run_check
 from tests.ipam.daemons import (
     SHARED_POOL_NODES,
-    Daemon,
     assign,
+    kill_a_daemon_mid_allocation,
     race_for_a_shared_pool,
     running_daemons,
-    spawn_daemon,
-    stop_daemon,
-    wait_ready,
 )
 from tests.ipam.helpers import put_node, put_pool, put_workload_endpoint
 
@@ -82,45 +77,12 @@ async def test_four_daemons_share_one_address_space(
 
 
 async def test_sigkill_mid_allocation_leaves_no_duplicates_and_check_finds_leaks(
-    datastore: Datastore, datastore_env: dict[str, str]
+    datastore: Datastore, datastore_env: dict[str, str], tmp_path: Path
 ) -> None:
-    await put_pool(datastore, "pool", "10.3.0.0/22", block_size=26)
     for node in ("node-a", "node-b"):
         await put_node(datastore, node)
-    async with running_daemons(["node-a", "node-b"], datastore_env) as (a, b):
-        acknowledged: list[tuple[str, str]] = []
-        enough_on_a = asyncio.Event()
-
-        async def hammer(daemon: Daemon, prefix: str, count: int) -> None:
-            async with daemon.channel() as channel:
-                stub = ipam_pb2_grpc.IpamStub(channel)
-                for i in range(count):
-                    handle = f"k8s-pod-network.{prefix}{i}"
-                    try:
-                        (ip,) = await assign(stub, handle)
-                    except grpc.aio.AioRpcError:
-                        return  # the daemon died under us
-                    acknowledged.append((handle, ip.split("/")[0]))
-                    if sum(1 for h, _ in acknowledged if h.startswith("k8s-pod-network.a")) >= 60:
-                        enough_on_a.set()
-
-        tasks = [asyncio.create_task(hammer(a, f"a{w}x", 200)) for w in range(8)]
-        tasks += [asyncio.create_task(hammer(b, f"b{w}x", 40)) for w in range(4)]
-        await asyncio.wait_for(enough_on_a.wait(), timeout=60)
-        a.process.send_signal(signal.SIGKILL)
-        a.process.wait(timeout=10)
-        await asyncio.gather(*tasks)
-        # A new daemon for the same node carries on where the killed one stopped.
-        workdir = Path(a.socket).parent
-        again = spawn_daemon("node-a", workdir, datastore_env)
-        try:
-            await wait_ready(again)
-            await hammer(again, "after", 20)
-        finally:
-            stop_daemon(again)
-
+    acknowledged, leaked_ip = await kill_a_daemon_mid_allocation(datastore, datastore_env)
     ips = [ip for _, ip in acknowledged]
-    assert len(ips) == len(set(ips))
     report = await run_check(datastore)
     assert report.duplicates == [] and report.out_of_block == []
     assert report.handle_mismatches == []
@@ -129,28 +91,22 @@ async def test_sigkill_mid_allocation_leaves_no_duplicates_and_check_finds_leaks
     for handle, ip in acknowledged:
         cid = handle.rsplit(".", 1)[1]
         await put_workload_endpoint(datastore, "default", f"pod-{cid}", "node-a", cid, ip)
-    # A pod deleted without its CNI DEL: a leak the report must show.
-    async with running_daemons(["node-b"], datastore_env) as (b2,), b2.channel() as channel:
-        (leaked_ip,) = await assign(ipam_pb2_grpc.IpamStub(channel), "k8s-pod-network.gone")
 
-    report_file = Path(a.socket).parent.with_name(Path(a.socket).parent.name + "-report.json")
-    try:
-        checked = calicoctl(datastore_env, "check", "-o", "json", "--report", str(report_file))
-        assert checked.returncode == 0, checked.stderr
-        report_json = json.loads(checked.stdout)
-        leaks = {leak["ip"] for leak in report_json["leaks"]}
-        assert leaked_ip.split("/")[0] in leaks
-        assert not leaks & set(ips)
-        assert report_json["duplicates"] == []
+    report_file = tmp_path / "report.json"
+    checked = calicoctl(datastore_env, "check", "-o", "json", "--report", str(report_file))
+    assert checked.returncode == 0, checked.stderr
+    report_json = json.loads(checked.stdout)
+    leaks = {leak["ip"] for leak in report_json["leaks"]}
+    assert leaked_ip in leaks
+    assert not leaks & set(ips)
+    assert report_json["duplicates"] == []
 
-        released = calicoctl(datastore_env, "release", "--from-report", str(report_file))
-        assert released.returncode == 0, released.stderr
-        assert f"released {len(leaks)} of {len(leaks)}" in released.stdout
-        after = await run_check(datastore)
-        assert after.leaks == [] and after.problem_count == 0
-        assert after.summary["allocations"] == len(ips)
-    finally:
-        report_file.unlink(missing_ok=True)
+    released = calicoctl(datastore_env, "release", "--from-report", str(report_file))
+    assert released.returncode == 0, released.stderr
+    assert f"released {len(leaks)} of {len(leaks)}" in released.stdout
+    after = await run_check(datastore)
+    assert after.leaks == [] and after.problem_count == 0
+    assert after.summary["allocations"] == len(ips)
 
 
 async def test_calicoctl_show_release_and_configure(

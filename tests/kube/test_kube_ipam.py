@@ -14,22 +14,17 @@ would, and run the real `calicoctl ipam check`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
-import grpc.aio
 import pytest
 import pytest_asyncio
 
-from calico.ipam.v1 import ipam_pb2_grpc
 from lab.apiserver import ApiServer, install_calico_crds
 from libcalico.config import DatastoreConfig
 from libcalico.datastore import (
@@ -40,15 +35,9 @@ from libcalico.datastore.kube_client import KubeClient
 from services.ipam.check import Report, run_check
 from tests.ipam.daemons import (
     SHARED_POOL_NODES,
-    Daemon,
-    assign,
+    kill_a_daemon_mid_allocation,
     race_for_a_shared_pool,
-    running_daemons,
-    spawn_daemon,
-    stop_daemon,
-    wait_ready,
 )
-from tests.ipam.helpers import put_pool
 
 REPO = Path(__file__).resolve().parents[2]
 KILL_DELAY = 0.015
@@ -162,48 +151,10 @@ async def test_four_daemons_share_one_address_space(
 async def test_sigkill_mid_allocation_leaves_no_duplicates_and_check_finds_leaks(
     kube_ds: Datastore, kube_env: dict[str, str], tmp_path: Path
 ) -> None:
-    await put_pool(kube_ds, "pool", "10.3.0.0/22", block_size=26)
-    async with running_daemons(["node-a", "node-b"], kube_env) as (a, b):
-        acknowledged: list[tuple[str, str]] = []
-        enough_on_a = asyncio.Event()
-
-        async def hammer(daemon: Daemon, prefix: str, count: int) -> None:
-            async with daemon.channel() as channel:
-                stub = ipam_pb2_grpc.IpamStub(channel)
-                for i in range(count):
-                    handle = f"k8s-pod-network.{prefix}{i}"
-                    try:
-                        (ip,) = await assign(stub, handle)
-                    except grpc.aio.AioRpcError:
-                        return  # the daemon died under us
-                    acknowledged.append((handle, ip.split("/")[0]))
-                    if sum(1 for h, _ in acknowledged if h.startswith("k8s-pod-network.a")) >= 60:
-                        enough_on_a.set()
-
-        tasks = [asyncio.create_task(hammer(a, f"a{w}x", 200)) for w in range(8)]
-        tasks += [asyncio.create_task(hammer(b, f"b{w}x", 40)) for w in range(4)]
-        await asyncio.wait_for(enough_on_a.wait(), timeout=60)
-        # Right after a reply the daemon is gathering its next batch; a moment later it is
-        # writing it (handles, then the block), where a kill interrupts the ordered writes.
-        await asyncio.sleep(KILL_DELAY)
-        a.process.send_signal(signal.SIGKILL)
-        a.process.wait(timeout=10)
-        await asyncio.gather(*tasks)
-        # A new daemon for the same node carries on where the killed one stopped.
-        again = spawn_daemon("node-a", Path(a.socket).parent, kube_env)
-        try:
-            await wait_ready(again)
-            await hammer(again, "after", 20)
-            # A pod deleted without its CNI DEL: a leak the report must show.
-            async with again.channel() as channel:
-                gone = await assign(ipam_pb2_grpc.IpamStub(channel), "k8s-pod-network.gone")
-        finally:
-            stop_daemon(again)
-
+    # Right after a reply the daemon is gathering its next batch; a moment later it is
+    # writing it (handles, then the block), where a kill interrupts the ordered writes.
+    acknowledged, leaked_ip = await kill_a_daemon_mid_allocation(kube_ds, kube_env, KILL_DELAY)
     ips = [ip for _, ip in acknowledged]
-    assert len(ips) == len(set(ips))
-    leaked_ip = gone[0].split("/")[0]
-    assert leaked_ip not in ips
     pods = [
         {"name": f"pod-{h.rsplit('.', 1)[1]}", "node": "node-a", "containerID": h, "ip": ip}
         for h, ip in acknowledged
