@@ -24,6 +24,7 @@ IPAM_HOST_PREFIX = IPAM_PREFIX + "host/"
 GROUP_CORE = "core"  # Kubernetes core kinds: namespaces, pods, nodes, serviceaccounts, ...
 GROUP_CALICO = "projectcalico.org"
 GROUP_NETWORKING = "networking.k8s.io"
+GROUP_DISCOVERY = "discovery.k8s.io"  # EndpointSlices
 
 
 def check_segment(field: str, value: str) -> str:

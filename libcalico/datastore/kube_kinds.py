@@ -142,8 +142,24 @@ K8S_NETWORK_POLICIES = ApiKind(
     True,
 )
 NODES = ApiKind(GROUP_CORE, "nodes", "v1", "nodes", "Node", False)
+SERVICES = ApiKind(GROUP_CORE, "services", "v1", "services", "Service", True)
+ENDPOINT_SLICES = ApiKind(
+    "discovery.k8s.io",
+    "endpointslices",
+    "discovery.k8s.io/v1",
+    "endpointslices",
+    "EndpointSlice",
+    True,
+)
 
-CORE_KINDS: tuple[ApiKind, ...] = (NAMESPACES, PODS, SERVICE_ACCOUNTS, K8S_NETWORK_POLICIES)
+CORE_KINDS: tuple[ApiKind, ...] = (
+    NAMESPACES,
+    PODS,
+    SERVICE_ACCOUNTS,
+    K8S_NETWORK_POLICIES,
+    SERVICES,
+    ENDPOINT_SLICES,
+)
 
 
 class RepeatFilter:

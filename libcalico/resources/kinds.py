@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from libcalico.datastore.keys import GROUP_CALICO, GROUP_CORE, GROUP_NETWORKING
+from libcalico.datastore.keys import GROUP_CALICO, GROUP_CORE, GROUP_DISCOVERY, GROUP_NETWORKING
 
 CALICO_VERSION = "v3"
 KUBERNETES_VERSION = "v1"
@@ -36,7 +36,7 @@ class UnknownKindError(ValueError):
 @dataclass(frozen=True, slots=True)
 class KindInfo:
     kind: str  # as in objects: "IPPool"
-    group: str  # "projectcalico.org", "core" or "networking.k8s.io"
+    group: str  # "projectcalico.org", "core", "networking.k8s.io" or "discovery.k8s.io"
     version: str  # "v3" / "v1"
     plural: str  # lowercase, as in keys: "ippools"
     namespaced: bool
@@ -116,6 +116,18 @@ _KINDS: tuple[KindInfo, ...] = (
         "networkpolicies",
         True,
         ("netpol", "netpols"),
+    ),
+    # Services and their EndpointSlices: what Felix load-balances (kube-proxy's inputs).
+    KindInfo(
+        "Service", GROUP_CORE, KUBERNETES_VERSION, "services", True, ("service", "services", "svc")
+    ),
+    KindInfo(
+        "EndpointSlice",
+        GROUP_DISCOVERY,
+        KUBERNETES_VERSION,
+        "endpointslices",
+        True,
+        ("endpointslice", "endpointslices"),
     ),
 )
 

@@ -21,6 +21,7 @@ from libcalico.datastore.api import (
 from libcalico.datastore.keys import (
     GROUP_CALICO,
     GROUP_CORE,
+    GROUP_DISCOVERY,
     GROUP_NETWORKING,
     ipam_block_prefix,
     resource_prefix,
@@ -48,6 +49,9 @@ FELIX_PREFIXES: tuple[str, ...] = (
     resource_prefix(GROUP_CALICO, "ippools"),
     ipam_block_prefix(4),
     resource_prefix(GROUP_CALICO, "felixconfigurations"),
+    # Services and EndpointSlices: Felix load-balances them (it replaces kube-proxy).
+    resource_prefix(GROUP_CORE, "services"),
+    resource_prefix(GROUP_DISCOVERY, "endpointslices"),
 )
 
 # Events arriving within this window are delivered as one batch (fewer dataplane applies).

@@ -113,6 +113,43 @@ class EndpointPolicy:
     profiles: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceBackend:
+    """One usable endpoint of a service port: where DNAT sends a connection."""
+
+    address: str  # IPv4 address of the pod
+    port: int  # the target port, resolved for this endpoint (named targetPort per slice port)
+    local: bool  # on this node (EndpointSlice endpoint nodeName == Felix's node)
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    """One (Service, port, protocol), as kube-proxy programs a ServicePort.
+
+    ``backends`` are the endpoints usable for it, sorted: the ready ones, or when none is
+    ready the serving-and-terminating ones (kube-proxy's fallback); empty means reject.
+    The dataplane applies the traffic policies: cluster-IP traffic goes to ``backends``
+    (only the local ones under ``internal_local``), node-port / external-IP / load-balancer
+    traffic to ``backends`` masqueraded (``external_local``: only local ones, client address
+    kept). Backends exist but none is allowed for the traffic's kind: drop, not reject.
+    A headless Service, or one without an IPv4 cluster IP, has no ServicePort.
+    """
+
+    id: str  # "<namespace>/<service>/<port name>/<protocol number>": unique, stable
+    namespace: str
+    service: str
+    port_name: str  # "" for an unnamed port
+    protocol: int  # 6, 17 or 132
+    port: int  # the service port (on the cluster IP, external IPs and LB IPs)
+    cluster_ips: tuple[str, ...]  # IPv4 only, for now
+    node_port: int | None = None  # NodePort / LoadBalancer
+    external_ips: tuple[str, ...] = ()  # spec.externalIPs + status.loadBalancer.ingress[].ip
+    affinity_timeout_s: int | None = None  # sessionAffinity ClientIP (timeoutSeconds)
+    internal_local: bool = False  # internalTrafficPolicy: Local
+    external_local: bool = False  # externalTrafficPolicy: Local
+    backends: tuple[ServiceBackend, ...] = ()
+
+
 @dataclass(slots=True)
 class DataplaneState:
     """The complete intended state (the calc graph keeps it current)."""
@@ -123,6 +160,11 @@ class DataplaneState:
     policies: dict[str, PolicyProgram] = field(default_factory=dict)
     profiles: dict[str, PolicyProgram] = field(default_factory=dict)
     endpoints: dict[str, EndpointPolicy] = field(default_factory=dict)  # by interface
+    # Services (Felix as kube-proxy): by ServicePort.id.
+    service_ports: dict[str, ServicePort] = field(default_factory=dict)
+    # The enabled IPv4 pools' CIDRs: traffic from elsewhere to a cluster IP is masqueraded
+    # (kube-proxy's --cluster-cidr rule), pod sources keep their address.
+    pod_cidrs: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -133,12 +175,23 @@ class StateDelta:
     policies: set[str] = field(default_factory=set)
     profiles: set[str] = field(default_factory=set)
     endpoints: set[str] = field(default_factory=set)
+    service_ports: set[str] = field(default_factory=set)
+    pod_cidrs: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.ipsets or self.policies or self.profiles or self.endpoints)
+        return bool(
+            self.ipsets
+            or self.policies
+            or self.profiles
+            or self.endpoints
+            or self.service_ports
+            or self.pod_cidrs
+        )
 
     def merge(self, other: StateDelta) -> None:
         self.ipsets |= other.ipsets
         self.policies |= other.policies
         self.profiles |= other.profiles
         self.endpoints |= other.endpoints
+        self.service_ports |= other.service_ports
+        self.pod_cidrs = self.pod_cidrs or other.pod_cidrs
