@@ -51,7 +51,7 @@ async def connect(config: DatastoreConfig) -> Datastore:
     elif config.type == "etcdv3":
         from libcalico.datastore.etcd import EtcdDatastore
 
-        store = EtcdDatastore(config.etcd_endpoints)
+        store = EtcdDatastore(config.etcd_endpoints, tls=config.etcd_tls)
     elif config.type == "kubernetes":
         from libcalico.datastore.kubernetes import KubernetesDatastore
 

@@ -9,6 +9,11 @@ Writes are single etcd txns: create compares create_revision == 0, update compar
 mod_revision (and version > 0, so a missing key never matches), delete compares version > 0
 (and mod_revision when given). The failure branch reads the keys, so a failed compare costs
 no second round trip.
+
+TLS: https:// endpoints get a TLS channel (`_TLSClient`), with the CA and, for mutual TLS,
+the client certificate and key from `EtcdTLSFiles` (libcalico/config.py: ETCD_CA_CERT_FILE,
+ETCD_CERT_FILE, ETCD_KEY_FILE), read again on every (re)connect so rotated files take effect.
+gRPC checks the server's certificate against the endpoint's host (DNS name or IP SAN).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from urllib.parse import urlsplit
 import aetcd
 import grpc
 from aetcd import exceptions as aetcd_errors
-from aetcd import rpc
+from aetcd import rpc, watcher
 
+from libcalico.config import ConfigError, EtcdTLSFiles, etcd_endpoint_scheme
 from libcalico.datastore.api import (
     Datastore,
     DatastoreError,
@@ -49,10 +55,10 @@ _ALL_KEYS = b"\0"
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """'http://127.0.0.1:2379' (or '127.0.0.1:2379') -> ('127.0.0.1', 2379)."""
+    """'https://127.0.0.1:2379' (or '127.0.0.1:2379', plain) -> ('127.0.0.1', 2379)."""
     parts = urlsplit(endpoint if "://" in endpoint else "http://" + endpoint)
-    if parts.scheme != "http":
-        raise DatastoreError(f"etcd endpoint {endpoint!r}: only http:// is supported so far")
+    if parts.scheme not in ("http", "https"):
+        raise DatastoreError(f"etcd endpoint {endpoint!r}: expected http:// or https://")
     if not parts.hostname:
         raise DatastoreError(f"etcd endpoint {endpoint!r}: no host")
     return parts.hostname, parts.port or 2379
@@ -101,15 +107,68 @@ def _failure(op: TxnOp, current: KeyValue | None) -> DatastoreError | None:
     return None
 
 
-class EtcdDatastore(Datastore):
-    """Datastore on an etcd v3 cluster; endpoints are tried in turn when one is unreachable."""
+class _TLSClient(aetcd.Client):  # type: ignore[misc]  # aetcd is untyped
+    """aetcd.Client over a TLS channel.
 
-    def __init__(self, endpoints: Sequence[str] | str, *, timeout: float = DEFAULT_TIMEOUT):
+    Why a subclass: aetcd 1.0.0's Client.connect() always opens `rpc.insecure_channel` and has
+    no TLS option. This connect() is aetcd's own with `grpc.aio.secure_channel` in its place
+    (minus the username/password authentication, which we do not use); the stubs and the
+    watcher are aetcd's public ones, so the rest of Client (watch, close) works unchanged.
+    """
+
+    def __init__(
+        self, host: str, port: int, credentials: grpc.ChannelCredentials, timeout: float
+    ) -> None:
+        super().__init__(host=host, port=port, timeout=timeout)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        self.channel = grpc.aio.secure_channel(
+            f"{self._host}:{self._port}", self._credentials, options=list(self._options.items())
+        )
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        self._watcher = watcher.Watcher(
+            rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+        )
+        self._connected.set()
+
+
+class EtcdDatastore(Datastore):
+    """Datastore on an etcd v3 cluster; endpoints are tried in turn when one is unreachable.
+
+    https:// endpoints use TLS with `tls` (None: the system's CA bundle, no client
+    certificate); every endpoint must have the same scheme.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        tls: EtcdTLSFiles | None = None,
+    ):
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
+        endpoints = [e.strip() for e in endpoints]
         if not endpoints:
             raise DatastoreError("no etcd endpoint given")
-        self._endpoints = [parse_endpoint(e.strip()) for e in endpoints]
+        try:
+            scheme = etcd_endpoint_scheme(endpoints)
+        except ConfigError as exc:
+            raise DatastoreError(str(exc)) from None
+        if scheme == "http" and tls is not None:
+            raise DatastoreError(
+                f"etcd TLS settings given but the endpoints are plain http:// "
+                f"({','.join(endpoints)}); use https://"
+            )
+        self._scheme = scheme
+        self._tls = (tls or EtcdTLSFiles()) if scheme == "https" else None
+        self._endpoints = [parse_endpoint(e) for e in endpoints]
         self._current = 0
         self._timeout = timeout
         self._client: Any = None
@@ -123,10 +182,24 @@ class EtcdDatastore(Datastore):
         if self._client is None:
             host, port = self._endpoints[self._current]
             # aetcd's timeout applies to unary calls and watch creation.
-            client = aetcd.Client(host=host, port=port, timeout=self._timeout)
+            client: Any
+            if self._tls is None:
+                client = aetcd.Client(host=host, port=port, timeout=self._timeout)
+            else:
+                client = _TLSClient(host, port, self._credentials(), self._timeout)
             await client.connect()
             self._client = client
         return self._client
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        assert self._tls is not None
+        try:
+            ca, cert, key = self._tls.load()
+        except ConfigError as exc:
+            raise DatastoreError(f"etcd TLS: {exc}") from None
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
 
     async def _fail_over(self) -> None:
         """Drop the client so the next call connects to the next endpoint."""
@@ -137,7 +210,36 @@ class EtcdDatastore(Datastore):
 
     def _endpoint_name(self) -> str:
         host, port = self._endpoints[self._current]
-        return f"{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
+
+    def _unavailable(self, details: str | None) -> str:
+        """gRPC's words for a failed connection, plus what they most likely mean for TLS
+        (gRPC reports a refused client certificate as a corrupted record, for one)."""
+        details = details or ""
+        message = f"etcd {self._endpoint_name()}: {details}"
+        tls = self._tls
+        if tls is None:
+            if "Socket closed" in details:
+                message += " (if etcd serves TLS, use an https:// endpoint)"
+            return message
+        if "CERTIFICATE_VERIFY_FAILED" in details:
+            ca = tls.ca_cert_file
+            source = f"ETCD_CA_CERT_FILE {ca}" if ca else "the system CA bundle"
+            return message + f" (etcd's certificate is not signed by a CA in {source})"
+        if "Hostname Verification" in details:
+            host = self._endpoints[self._current][0]
+            return message + f" (etcd's certificate does not name the endpoint's host {host})"
+        if any(s in details for s in ("TSI_DATA_CORRUPTED", "BAD_CERTIFICATE", "CERT_REQUIRED")):
+            if tls.cert_file is None:
+                return message + (
+                    " (etcd refused the connection: it may require a client certificate; "
+                    "set ETCD_CERT_FILE and ETCD_KEY_FILE)"
+                )
+            return message + (
+                f" (etcd refused the client certificate ETCD_CERT_FILE {tls.cert_file}: "
+                "not signed by a CA etcd trusts?)"
+            )
+        return message
 
     async def _call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run one RPC against the KV stub, mapping gRPC failures to datastore errors."""
@@ -146,9 +248,9 @@ class EtcdDatastore(Datastore):
             return await fn(client.kvstub)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _UNAVAILABLE_CODES:
-                name = self._endpoint_name()
+                message = self._unavailable(exc.details())
                 await self._fail_over()
-                raise DatastoreUnavailableError(f"etcd {name}: {exc.details()}") from exc
+                raise DatastoreUnavailableError(message) from exc
             raise DatastoreError(f"etcd: {exc.code().name}: {exc.details()}") from exc
         except (aetcd_errors.ConnectionFailedError, aetcd_errors.ConnectionTimeoutError) as exc:
             name = self._endpoint_name()

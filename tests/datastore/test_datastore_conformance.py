@@ -67,14 +67,19 @@ def kubernetes_config(kube_api: ApiServer) -> DatastoreConfig:
     return DatastoreConfig(type="kubernetes", kubeconfig=str(kube_api.kubeconfig))
 
 
-@pytest.fixture(
-    params=["embedded", "etcdv3", "kubernetes"], ids=["embedded", "etcdv3", "kubernetes"]
-)
+# etcdv3-tls: the same etcd backend over mutual TLS (libcalico/datastore/etcd.py _TLSClient).
+BACKENDS = {
+    "embedded": "embedded_config",
+    "etcdv3": "etcd_config",
+    "etcdv3-tls": "etcd_tls_config",
+    "kubernetes": "kubernetes_config",
+}
+
+
+@pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
 def datastore_config(request: pytest.FixtureRequest) -> DatastoreConfig:
     # Overrides the conftest's (which the rest of the suite keeps): servers start on demand.
-    fixture = {"embedded": "embedded_config", "etcdv3": "etcd_config"}.get(
-        request.param, "kubernetes_config"
-    )
+    fixture = BACKENDS[request.param]
     config: DatastoreConfig = request.getfixturevalue(fixture)
     return config
 
@@ -84,7 +89,7 @@ def datastore_env(datastore_config: DatastoreConfig) -> dict[str, str]:
     return {
         "DATASTORE_TYPE": datastore_config.type,
         "CALICO_DATASTORE_PATH": datastore_config.path,
-        "ETCD_ENDPOINTS": ",".join(datastore_config.etcd_endpoints),
+        **datastore_config.etcd_env(),
         "KUBECONFIG": datastore_config.kubeconfig or "",
     }
 

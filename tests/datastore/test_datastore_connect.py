@@ -79,5 +79,6 @@ async def test_etcd_fails_over_to_next_endpoint(etcd_config: DatastoreConfig) ->
 def test_parse_endpoint() -> None:
     assert parse_endpoint("http://127.0.0.1:23791") == ("127.0.0.1", 23791)
     assert parse_endpoint("localhost") == ("localhost", 2379)
-    with pytest.raises(DatastoreError, match="only http"):
-        parse_endpoint("https://etcd:2379")
+    assert parse_endpoint("https://etcd:2379") == ("etcd", 2379)
+    with pytest.raises(DatastoreError, match="expected http:// or https://"):
+        parse_endpoint("unix://etcd")
