@@ -9,9 +9,14 @@
 #   kubernetes-services-endpoint.yaml   with --apiserver HOST:PORT: the API server's real
 #                      address for in-cluster clients (there is no kube-proxy to make the
 #                      `kubernetes` Service's cluster IP work)
+#   etcd-certs.yaml    with --etcd-ca/--etcd-cert/--etcd-key FILE (the etcd datastore,
+#                      k8s-etcd/): Secret calico-etcd-secrets holding etcd's CA and the client
+#                      certificate and key etcd's CA issued for Calico (keys etcd-ca, etcd-cert,
+#                      etcd-key); kept from an earlier run when these are not given
 #   kustomization.yaml lists them
 #
 #   k8s/make-certs.sh [--apiserver HOST:PORT] [--out DIR] [--days N]
+#                     [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
 #
 # The CA's key stays in DIR/ca/ (mode 0600, never in a Kubernetes object); a second run reuses
 # the CA and issues new leaf certificates (rotation: run again, apply, restart the pods).
@@ -21,12 +26,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 out="$here/site"
 apiserver=""
 days=365
+etcd_ca=""
+etcd_cert=""
+etcd_key=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --apiserver) apiserver="${2:?--apiserver needs HOST:PORT}"; shift 2 ;;
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
         --days) days="${2:?--days needs a number}"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --etcd-ca) etcd_ca="${2:?--etcd-ca needs a file}"; shift 2 ;;
+        --etcd-cert) etcd_cert="${2:?--etcd-cert needs a file}"; shift 2 ;;
+        --etcd-key) etcd_key="${2:?--etcd-key needs a file}"; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "make-certs.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -42,6 +53,33 @@ if [ -n "$apiserver" ]; then
         echo "make-certs.sh: --apiserver: $apiserver is not HOST:PORT" >&2; exit 2; }
 fi
 command -v openssl >/dev/null || { echo "make-certs.sh: openssl is not installed" >&2; exit 1; }
+# etcd: mutual TLS, so all three or none; each must be what its flag says, before anything
+# is written.
+if [ -n "$etcd_ca$etcd_cert$etcd_key" ]; then
+    readable() {
+        [ -n "$2" ] || {
+            echo "make-certs.sh: --$1 is missing (etcd needs --etcd-ca, --etcd-cert, --etcd-key)" >&2
+            exit 2
+        }
+        [ -r "$2" ] && [ -f "$2" ] || { echo "make-certs.sh: --$1: cannot read $2" >&2; exit 2; }
+    }
+    readable etcd-ca "$etcd_ca"
+    readable etcd-cert "$etcd_cert"
+    readable etcd-key "$etcd_key"
+    openssl x509 -noout -in "$etcd_ca" 2>/dev/null \
+        || { echo "make-certs.sh: --etcd-ca: $etcd_ca is not a PEM certificate" >&2; exit 2; }
+    openssl x509 -noout -in "$etcd_cert" 2>/dev/null \
+        || { echo "make-certs.sh: --etcd-cert: $etcd_cert is not a PEM certificate" >&2; exit 2; }
+    openssl pkey -noout -in "$etcd_key" 2>/dev/null \
+        || { echo "make-certs.sh: --etcd-key: $etcd_key is not a PEM private key" >&2; exit 2; }
+    cert_pub=$(openssl x509 -noout -pubkey -in "$etcd_cert" | openssl pkey -pubin -outform DER \
+        | openssl base64 -A)
+    key_pub=$(openssl pkey -pubout -outform DER -in "$etcd_key" | openssl base64 -A)
+    [ "$cert_pub" = "$key_pub" ] || {
+        echo "make-certs.sh: --etcd-key: $etcd_key is not the key of --etcd-cert $etcd_cert" >&2
+        exit 2
+    }
+fi
 
 NAMESPACE=calico-system
 TYPHA_CN=typha-server
@@ -123,7 +161,27 @@ if [ -n "$apiserver" ]; then
 else
     rm -f "$out/kubernetes-services-endpoint.yaml"
 fi
+if [ -n "$etcd_ca" ]; then
+    {
+        echo "# Made by k8s/make-certs.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ). Contains a private key."
+        echo "# etcd's CA and Calico's client certificate for it (k8s-etcd/ mounts it read-only)."
+        echo "apiVersion: v1"
+        echo "kind: Secret"
+        echo "metadata: {name: calico-etcd-secrets, namespace: $NAMESPACE}"
+        echo "type: Opaque"
+        echo "data:"
+        echo "  etcd-ca: $(b64 "$etcd_ca")"
+        echo "  etcd-cert: $(b64 "$etcd_cert")"
+        echo "  etcd-key: $(b64 "$etcd_key")"
+    } >"$out/etcd-certs.yaml"
+fi
+if [ -s "$out/etcd-certs.yaml" ]; then
+    resources="$resources
+  - etcd-certs.yaml"
+fi
 printf '%s\n' "# Made by k8s/make-certs.sh." \
     "apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" "resources:" \
     "$resources" >"$out/kustomization.yaml"
-echo "make-certs.sh: wrote $out (typha-certs.yaml${apiserver:+, kubernetes-services-endpoint.yaml})"
+etcd_note=""
+[ -s "$out/etcd-certs.yaml" ] && etcd_note=", etcd-certs.yaml"
+echo "make-certs.sh: wrote $out (typha-certs.yaml${apiserver:+, kubernetes-services-endpoint.yaml}$etcd_note)"

@@ -15,12 +15,13 @@ from lab.apiserver import ApiServer
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "k8s"
+ETCD_OVERLAY_DIR = REPO / "k8s-etcd"
 NAMESPACE = "calico-system"
 
 
-def prepare_install(server: ApiServer, directory: Path) -> Path:
+def prepare_install(server: ApiServer, directory: Path, *make_certs_args: str) -> Path:
     """k8s/ copied to `directory` (without any site/ of the checkout) with site/ made by
-    make-certs.sh for `server`; the copy's path."""
+    make-certs.sh for `server` (and `make_certs_args`); the copy's path."""
     target = directory / "k8s"
     shutil.copytree(K8S_DIR, target, ignore=shutil.ignore_patterns("site"))
     run = subprocess.run(
@@ -30,6 +31,7 @@ def prepare_install(server: ApiServer, directory: Path) -> Path:
             str(target / "site"),
             "--apiserver",
             f"{server.address}:{server.port}",
+            *make_certs_args,
         ],
         capture_output=True,
         text=True,
@@ -37,6 +39,28 @@ def prepare_install(server: ApiServer, directory: Path) -> Path:
     )
     assert run.returncode == 0, f"make-certs.sh: {run.stdout}{run.stderr}"
     return target
+
+
+def prepare_etcd_install(
+    server: ApiServer, directory: Path, etcd_certs: Path, etcd_endpoints: str
+) -> Path:
+    """The etcd overlay (k8s-etcd/) next to a prepared k8s/ copy in `directory`, with the etcd
+    Secret made by make-certs.sh from `etcd_certs` (ca.crt, client.crt, client.key) and
+    `etcd_endpoints` in its calico-config patch; the overlay copy's path."""
+    prepare_install(
+        server,
+        directory,
+        "--etcd-ca", str(etcd_certs / "ca.crt"),
+        "--etcd-cert", str(etcd_certs / "client.crt"),
+        "--etcd-key", str(etcd_certs / "client.key"),
+    )  # fmt: skip
+    overlay = directory / "k8s-etcd"
+    shutil.copytree(ETCD_OVERLAY_DIR, overlay)
+    config = overlay / "config.yaml"
+    doc = yaml.safe_load(config.read_text())
+    doc["data"]["etcd_endpoints"] = etcd_endpoints
+    config.write_text(yaml.safe_dump(doc))
+    return overlay
 
 
 def kubectl(server: ApiServer, *args: str, stdin: str | None = None) -> str:

@@ -3,6 +3,7 @@ keeps the CA, and the CNI network config in calico-config is a conflist the plug
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from cni_client.cni.netconf import parse
+from tests.fixtures.etcd_certs import make_etcd_certs
 from tests.k8s.k8skit import K8S_DIR
 
 SCRIPT = str(K8S_DIR / "make-certs.sh")
@@ -68,3 +70,34 @@ def test_cni_network_config_is_a_conflist_the_plugin_accepts() -> None:
     conf = parse(json.dumps(plugin).encode(), "ADD")
     assert (conf.nodename, conf.mtu) == ("node-1", 0)  # MTU: Felix's
     assert conf.ipam_socket == "/var/run/calico/ipam.sock"
+
+
+def test_etcd_secret_from_the_given_files(tmp_path: Path) -> None:
+    certs = make_etcd_certs(tmp_path / "etcd")
+    site = tmp_path / "site"
+    etcd = ["--etcd-ca", str(certs.ca), "--etcd-cert", str(certs.client_cert)]
+    for args, named in [
+        (etcd, "--etcd-key is missing"),
+        ([*etcd, "--etcd-key", str(tmp_path / "gone.key")], f"--etcd-key: cannot read {tmp_path}"),
+        ([*etcd, "--etcd-key", str(certs.server_key)], "is not the key of --etcd-cert"),
+        (["--etcd-ca", str(certs.server_key), "--etcd-cert", str(certs.client_cert),
+          "--etcd-key", str(certs.client_key)], "--etcd-ca: "),
+    ]:  # fmt: skip
+        proc = run("--out", str(site), *args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert named in proc.stderr, proc.stderr
+    assert not site.exists()
+    proc = run("--out", str(site), *etcd, "--etcd-key", str(certs.client_key))
+    assert proc.returncode == 0, proc.stderr
+    secret = yaml.safe_load((site / "etcd-certs.yaml").read_text())
+    assert secret["metadata"] == {"name": "calico-etcd-secrets", "namespace": "calico-system"}
+    assert {k: base64.b64decode(v) for k, v in secret["data"].items()} == {
+        "etcd-ca": certs.ca.read_bytes(),
+        "etcd-cert": certs.client_cert.read_bytes(),
+        "etcd-key": certs.client_key.read_bytes(),
+    }
+    assert "etcd-certs.yaml" in (site / "kustomization.yaml").read_text()
+    # Renewing Typha's certificates later keeps the etcd Secret (its files are the user's).
+    assert run("--out", str(site)).returncode == 0
+    assert yaml.safe_load((site / "etcd-certs.yaml").read_text()) == secret
+    assert "etcd-certs.yaml" in (site / "kustomization.yaml").read_text()
