@@ -324,6 +324,13 @@ def new_cluster(work: Path) -> Cluster:
             (run_dir / sub).mkdir()
             os.chown(run_dir / sub, 999, 999)  # the images' calico user and group
             (run_dir / sub).chmod(0o2775)
+        # etcd's mutual TLS: throw-away certificates, as the compose file's header says.
+        subprocess.run(
+            [str(REPO / "compose" / "make-etcd-certs.sh"), str(run_dir / "etcd-certs")],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -85,6 +86,14 @@ def test_compose_cluster(cluster: Cluster) -> None:
     assert (cluster.cni_bin / "calico").exists()
 
     print(f"BGP established in {cluster.wait_bgp():.1f} s")
+    # etcd serves mutual TLS only: without the client certificate calicoctl is refused.
+    refused = subprocess.run(
+        ["podman", "exec", "-e", "ETCD_CERT_FILE=", "-e", "ETCD_KEY_FILE=",
+         cluster.container("typha"), "calicoctl", "get", "nodes"],
+        env=cluster.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "set ETCD_CERT_FILE and ETCD_KEY_FILE" in refused.stderr, refused.stderr
     cluster.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}}])
 
     # Pods: a and c on node-1, b on node-2; each ADD in a trace of its own.

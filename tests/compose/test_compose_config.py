@@ -64,3 +64,23 @@ def test_least_privilege(config: dict[str, Any]) -> None:
         assert service.get("cap_drop") == ["ALL"], name
         kind = name.rsplit("-", 1)[0]
         assert set(service.get("cap_add") or []) == ALLOWED_CAPS.get(kind, set()), name
+
+
+def test_etcd_serves_only_mutual_tls(config: dict[str, Any]) -> None:
+    services = config["services"]
+    etcd = services["etcd"]["environment"]
+    assert etcd["ETCD_LISTEN_CLIENT_URLS"].startswith("https://")
+    assert etcd["ETCD_CLIENT_CERT_AUTH"] == "true"
+    assert etcd["ETCD_TRUSTED_CA_FILE"] and etcd["ETCD_CERT_FILE"] and etcd["ETCD_KEY_FILE"]
+    clients = [n for n, s in services.items() if "ETCD_ENDPOINTS" in s.get("environment", {})]
+    assert {"typha", "init", "ipamd-1", "felix-1", "bgpd-2"} <= set(clients)
+    for name in clients:
+        env = services[name]["environment"]
+        assert env["ETCD_ENDPOINTS"].startswith("https://"), name
+        mounts = {v["target"]: v for v in services[name]["volumes"]}
+        certs = mounts["/etc/calico/etcd"]
+        # The client side only, read-only: no service but etcd sees etcd's key.
+        assert certs["source"] == "/run/calico-compose/etcd-certs/client", name
+        assert certs["read_only"] is True, name
+        for var in ("ETCD_CA_CERT_FILE", "ETCD_CERT_FILE", "ETCD_KEY_FILE"):
+            assert env[var].startswith("/etc/calico/etcd/"), (name, var)
