@@ -1,11 +1,13 @@
 """Datastore latency: get, CAS update and watch-notify, per backend, beside raw etcd.
 
-    .venv/bin/python benchmarks/datastore_bench.py [--backend embedded|etcdv3|both]
-                                                   [--iterations N]
+    .venv/bin/python benchmarks/datastore_bench.py
+        [--backend embedded|etcdv3|etcdv3-tls|both|all] [--iterations N]
 
 Starts its own etcd (tests/fixtures/etcd.py) when etcd is needed. "raw etcd" is aetcd used
 directly in the same run — a get and a txn compare-mod_revision-then-put, no project code —
 so the ratio project/raw shows what our layer costs on top of the wire and etcd itself.
+etcdv3-tls is the etcd backend against a second etcd serving mutual TLS (certificates from
+tests/fixtures/etcd_certs.py); its ratio is against plain raw etcd, so it includes TLS's cost.
 Operations run sequentially from one task; the watch figure is the time from starting a put
 until a watcher task in the same process receives the event. Medians are what to compare:
 the machine is noisy.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -27,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aetcd
 
-from libcalico.config import DatastoreConfig
+from libcalico.config import DatastoreConfig, EtcdTLSFiles
 from libcalico.datastore import Datastore, connect
 from libcalico.datastore.etcd import parse_endpoint
 from tests.fixtures.etcd import running_etcd
+from tests.fixtures.etcd_certs import make_etcd_certs
 
 WARMUP = 50
 KEY = "/calico/bench/key"
@@ -150,12 +154,17 @@ async def bench_raw_etcd(endpoint: str, iterations: int) -> dict[str, list[float
     return results
 
 
-async def run(backends: list[str], iterations: int, endpoint: str) -> list[str]:
+async def run(
+    backends: list[str], iterations: int, endpoint: str, tls: tuple[str, EtcdTLSFiles] | None
+) -> list[str]:
     rows: dict[str, dict[str, Figures]] = {}
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix="calico-bench-") as tmp:
             if backend == "embedded":
                 config = DatastoreConfig(type="embedded", path=str(Path(tmp) / "calico.db"))
+            elif backend == "etcdv3-tls":
+                assert tls is not None
+                config = DatastoreConfig(type="etcdv3", etcd_endpoints=(tls[0],), etcd_tls=tls[1])
             else:
                 config = DatastoreConfig(type="etcdv3", etcd_endpoints=(endpoint,))
             store = await connect(config)
@@ -199,13 +208,23 @@ async def run(backends: list[str], iterations: int, endpoint: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", choices=["embedded", "etcdv3", "both"], default="both")
+    choices = ["embedded", "etcdv3", "etcdv3-tls", "both", "all"]
+    parser.add_argument("--backend", choices=choices, default="both")
     parser.add_argument("--iterations", type=int, default=1000)
     args = parser.parse_args()
-    backends = ["embedded", "etcdv3"] if args.backend == "both" else [args.backend]
+    backends = {
+        "both": ["embedded", "etcdv3"],
+        "all": ["embedded", "etcdv3", "etcdv3-tls"],
+    }.get(args.backend, [args.backend])
     # Raw etcd is the reference for every backend, so etcd runs whatever the backend.
-    with running_etcd() as etcd:
-        lines = asyncio.run(run(backends, args.iterations, etcd.endpoint))
+    with running_etcd() as etcd, contextlib.ExitStack() as stack:
+        tls = None
+        if "etcdv3-tls" in backends:
+            certs = make_etcd_certs(Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            tls_etcd = stack.enter_context(running_etcd(tls=certs))
+            files = EtcdTLSFiles(str(certs.ca), str(certs.client_cert), str(certs.client_key))
+            tls = (tls_etcd.endpoint, files)
+        lines = asyncio.run(run(backends, args.iterations, etcd.endpoint, tls))
     print("\n".join(lines))
     return 0
 

@@ -196,7 +196,9 @@ class EtcdDatastore(Datastore):
         try:
             ca, cert, key = self._tls.load()
         except ConfigError as exc:
-            raise DatastoreError(f"etcd TLS: {exc}") from None
+            # Checked at start-up (DatastoreConfig); gone now is most likely a rotation in
+            # progress, so callers retry as for an unreachable etcd.
+            raise DatastoreUnavailableError(f"etcd TLS: {exc}") from None
         return grpc.ssl_channel_credentials(
             root_certificates=ca, private_key=key, certificate_chain=cert
         )

@@ -255,3 +255,22 @@ def test_calicoctl_over_mutual_tls(
     bad = calicoctl({**env, "ETCD_KEY_FILE": "/nonexistent/key.pem"}, "get", "ippools")
     assert bad.returncode == 1
     assert "ETCD_KEY_FILE: cannot read /nonexistent/key.pem" in bad.stderr, bad.stderr
+
+
+async def test_certificate_files_gone_after_start_are_unavailable(
+    etcd_tls_server: EtcdTLSServer, tmp_path: Path
+) -> None:
+    # Files read on every (re)connect: a rotation that removed them is retried, not fatal.
+    certs = etcd_tls_server.certs
+    key = tmp_path / "client.key"
+    key.write_bytes(certs.client_key.read_bytes())
+    tls = EtcdTLSFiles(str(certs.ca), str(certs.client_cert), str(key))
+    store = EtcdDatastore([etcd_tls_server.endpoint], tls=tls, timeout=3)
+    try:
+        key.unlink()
+        with pytest.raises(DatastoreUnavailableError, match="ETCD_KEY_FILE: cannot read"):
+            await store.current_revision()
+        key.write_bytes(certs.client_key.read_bytes())
+        assert await store.current_revision() >= 1
+    finally:
+        await store.close()
