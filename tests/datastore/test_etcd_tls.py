@@ -95,8 +95,12 @@ async def test_wrong_ca_is_unavailable_naming_the_ca(etcd_tls_server: EtcdTLSSer
     assert f"not signed by a CA in ETCD_CA_CERT_FILE {certs.other_ca}" in message, message
 
 
-async def test_system_roots_do_not_trust_a_private_ca(etcd_tls_server: EtcdTLSServer) -> None:
-    # https:// with no CA given trusts the system's bundle, which has never heard of ours.
+async def test_system_roots_do_not_trust_a_private_ca(
+    etcd_tls_server: EtcdTLSServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # https:// with no CA given trusts the system's bundle (here, through SSL_CERT_FILE, one
+    # that has never heard of etcd's CA).
+    monkeypatch.setenv("SSL_CERT_FILE", str(etcd_tls_server.certs.other_ca))
     message = await unavailable_message(etcd_tls_server.endpoint, None)
     assert "not signed by a CA in the system CA bundle" in message, message
 
@@ -182,12 +186,13 @@ def test_tls_files_with_http_endpoints_are_refused(etcd_tls_server: EtcdTLSServe
 
 
 def test_https_without_ca_needs_a_system_bundle(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    etcd_tls_server: EtcdTLSServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     env = {"DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": "https://127.0.0.1:2379"}
-    config = DatastoreConfig.from_env(env)  # this machine has one
-    assert config.etcd_tls == EtcdTLSFiles()
-    # Python's ssl honours SSL_CERT_FILE: pointed at nothing, there is no system bundle.
+    # Python's ssl honours SSL_CERT_FILE as the system bundle's place.
+    monkeypatch.setenv("SSL_CERT_FILE", str(etcd_tls_server.certs.other_ca))
+    assert DatastoreConfig.from_env(env).etcd_tls == EtcdTLSFiles()
+    # Pointed at nothing: there is no system bundle.
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
     with pytest.raises(ConfigError, match=r"^ETCD_CA_CERT_FILE: not set and the system has no"):
         DatastoreConfig.from_env(env)
@@ -274,3 +279,26 @@ async def test_certificate_files_gone_after_start_are_unavailable(
         assert await store.current_revision() >= 1
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    "daemon",
+    ["calico-felix", "calico-ipamd", "calico-bgpd", "calico-typha", "calico-kube-controllers"],
+)
+def test_daemons_refuse_to_start_naming_the_variable(daemon: str, tmp_path: Path) -> None:
+    # The shared datastore flags and variables reach every daemon; a bad one stops it at once.
+    env = {
+        **os.environ,
+        "DATASTORE_TYPE": "etcdv3",
+        "ETCD_ENDPOINTS": "https://127.0.0.1:2379",
+        "ETCD_CA_CERT_FILE": str(tmp_path / "gone.pem"),
+    }
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / daemon)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"ETCD_CA_CERT_FILE: cannot read {tmp_path / 'gone.pem'}" in run.stderr, run.stderr
