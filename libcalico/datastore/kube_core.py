@@ -1,7 +1,9 @@
-"""Kubernetes kinds kept as they are: Namespaces, Pods, ServiceAccounts, NetworkPolicies.
+"""Kubernetes kinds kept as they are: Namespaces, Pods, ServiceAccounts, NetworkPolicies,
+Services, EndpointSlices.
 
-`/calico/resources/v3/core/{namespaces,pods,serviceaccounts}/...` and
-`/calico/resources/v3/networking.k8s.io/networkpolicies/<ns>/<name>` are the API objects
+`/calico/resources/v3/core/{namespaces,pods,serviceaccounts,services}/...`,
+`/calico/resources/v3/networking.k8s.io/networkpolicies/<ns>/<name>` and
+`/calico/resources/v3/discovery.k8s.io/endpointslices/<ns>/<name>` are the API objects
 themselves. A value is the object's JSON with its apiVersion and kind (a LIST's items carry
 neither), without `metadata.resourceVersion` (the key's mod_revision, as with every backend)
 and without `metadata.managedFields` (the server's field-ownership bookkeeping: large, and
