@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,6 +68,12 @@ def check_service_name(value: Any, path: str) -> str:
 
 def _ip(value: Any, path: str) -> IPAddress:
     text = as_str(value, path, allow_empty=False)
+    try:  # the common case, fast (slices hold many addresses): canonical dotted IPv4
+        packed = socket.inet_pton(socket.AF_INET, text)
+        if socket.inet_ntop(socket.AF_INET, packed) == text:
+            return ipaddress.IPv4Address(packed)
+    except OSError:
+        pass
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

@@ -27,6 +27,7 @@ raises ValidationError and changes nothing; the caller logs it and keeps the pre
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -149,7 +150,7 @@ def parse_slice(namespace: str, obj: Mapping[str, Any], nodename: str) -> SliceI
         serving = ready if serving is None else bool(serving)
         endpoints.append(
             SliceEndpoint(
-                address=str(ipaddress.ip_address(endpoint["addresses"][0])),
+                address=endpoint["addresses"][0],  # validated: a canonical IPv4 address
                 ready=ready,
                 serving=serving,
                 terminating=bool(conditions.get("terminating") or False),
@@ -277,5 +278,5 @@ def _backends(spec: SvcPortSpec, slices: list[SliceInfo]) -> tuple[ServiceBacken
     if not usable:
         usable = [(e, t) for e, t in found.values() if e.serving and e.terminating]
     backends = [ServiceBackend(e.address, t, e.local) for e, t in usable]
-    backends.sort(key=lambda b: (ipaddress.IPv4Address(b.address), b.port))
+    backends.sort(key=lambda b: (socket.inet_aton(b.address), b.port))
     return tuple(backends)
