@@ -3,6 +3,8 @@ and the calc graph feeding it (plus the pool CIDRs). Pure: no kernel, no datasto
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -12,8 +14,10 @@ import pytest
 from libcalico.resources.validation import ValidationError
 from libcalico.syncer.api import Delete, InSync, Update
 from services.felix.calc import CalcGraph
-from services.felix.calc.model import ServiceBackend
+from services.felix.calc.model import DataplaneState, ServiceBackend, StateDelta
 from services.felix.calc.services import ServiceIndex
+from services.felix.policy.engine import PolicyEngine
+from tests.felix_policy.memsyncer import MemorySyncer
 
 NODE = "node-1"
 TCP, UDP, SCTP = 6, 17, 132
@@ -485,3 +489,60 @@ def test_graph_pod_cidrs_from_enabled_ipv4_pools() -> None:
     assert not graph.flush()
     graph.apply([Delete(pool_key("a"))])
     assert graph.flush().pod_cidrs and pod_cidrs(graph) == ()
+
+
+class RecordingDataplane:
+    """A fake dataplane (no kernel): records the deltas the engine hands over."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.deltas: list[StateDelta] = []
+        self.reconciled = 0
+        self.changed = asyncio.Event()
+
+    async def start(self) -> None:
+        return None
+
+    async def apply(self, state: DataplaneState, delta: StateDelta) -> None:
+        self.deltas.append(dataclasses.replace(delta, service_ports=set(delta.service_ports)))
+        self.changed.set()
+
+    async def reconcile(self, state: DataplaneState) -> int:
+        self.reconciled += 1
+        self.changed.set()
+        return 0
+
+    def programmed_interfaces(self) -> frozenset[str]:
+        return frozenset()
+
+    def ipset_count(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_engine_hands_service_and_pool_deltas_to_the_dataplane() -> None:
+    dataplane = RecordingDataplane()
+    syncer = MemorySyncer([put(SVC_KEY, service())])
+    engine = PolicyEngine(syncer, NODE, dataplane, refresh_interval=3600)
+    await engine.start()
+    try:
+        async with asyncio.timeout(10):
+            while not dataplane.reconciled:
+                dataplane.changed.clear()
+                await dataplane.changed.wait()
+            dataplane.changed.clear()
+            syncer.send([put(SLICE_KEY, endpoint_slice([endpoint("10.0.0.1")]))])
+            syncer.send([put(pool_key("a"), pool("10.1.0.0/16"))])
+            while not any(d.pod_cidrs for d in dataplane.deltas) or not any(
+                d.service_ports for d in dataplane.deltas
+            ):
+                dataplane.changed.clear()
+                await dataplane.changed.wait()
+    finally:
+        await engine.stop()
+    assert {i for d in dataplane.deltas for i in d.service_ports} == {"default/web//6"}
+    assert engine.graph.state.pod_cidrs == ("10.1.0.0/16",)
+    assert engine.graph.state.service_ports["default/web//6"].backends[0].address == "10.0.0.1"
