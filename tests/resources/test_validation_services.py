@@ -95,12 +95,6 @@ def test_valid_services_are_kept_as_written() -> None:
         ("spec.internalTrafficPolicy", "local", "spec.internalTrafficPolicy", "Cluster"),
         ("spec.type", "Ingress", "spec.type", "ClusterIP"),
         ("spec.ports", [], "spec.ports", "at least one port"),
-        (
-            "status.loadBalancer",
-            {"ingress": [{"ip": "x"}]},
-            "status.loadBalancer.ingress[0].ip",
-            "not a valid IP",
-        ),
     ],
 )
 def test_service_errors_name_the_field(
@@ -132,6 +126,17 @@ def test_node_port_range_and_affinity_timeout() -> None:
         )
     config_without = svc(sessionAffinityConfig={"clientIP": {"timeoutSeconds": 10}})
     assert_invalid(config_without, "spec.sessionAffinityConfig.clientIP", "ClientIP")
+
+
+def test_load_balancer_ingress_only_for_load_balancers() -> None:
+    obj = svc()
+    obj["status"] = {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}
+    assert_invalid(obj, "status.loadBalancer.ingress", "type is LoadBalancer, not ClusterIP")
+    obj["status"] = {"loadBalancer": {}}
+    validate(obj)  # what the API server gives every Service
+    lb = svc(type="LoadBalancer")
+    lb["status"] = {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}, {"ip": "x"}]}}
+    assert_invalid(lb, "status.loadBalancer.ingress[1].ip", "not a valid IP")
 
 
 def test_headless_and_names() -> None:

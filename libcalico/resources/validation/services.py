@@ -242,7 +242,13 @@ def _check_status(obj: Mapping[str, Any]) -> None:
         return
     balancer = as_mapping(balancer, "status.loadBalancer")
     at = "status.loadBalancer.ingress"
-    for i, raw in enumerate(as_list(balancer.get("ingress") or [], at)):
+    ingress = as_list(balancer.get("ingress") or [], at)
+    service_type = (obj.get("spec") or {}).get("type") or "ClusterIP"
+    if ingress and service_type != "LoadBalancer":
+        raise ValidationError(
+            at, f"may only be used when spec.type is LoadBalancer, not {service_type}"
+        )
+    for i, raw in enumerate(ingress):
         entry = as_mapping(raw, item(at, i))
         if entry.get("ip") not in (None, ""):
             _ip(entry["ip"], child(item(at, i), "ip"))
