@@ -92,6 +92,7 @@ def test_valid_services_are_kept_as_written() -> None:
         ("spec.externalIPs", ["127.0.0.1"], "spec.externalIPs[0]", "may not be"),
         ("spec.sessionAffinity", "Cookie", "spec.sessionAffinity", "None, ClientIP"),
         ("spec.externalTrafficPolicy", "Nearest", "spec.externalTrafficPolicy", "Cluster"),
+        ("spec.externalTrafficPolicy", "Local", "spec.externalTrafficPolicy", "externally-acc"),
         ("spec.internalTrafficPolicy", "local", "spec.internalTrafficPolicy", "Cluster"),
         ("spec.type", "Ingress", "spec.type", "ClusterIP"),
         ("spec.ports", [], "spec.ports", "at least one port"),

@@ -281,6 +281,13 @@ def check_service_spec(value: Any) -> None:
     for key in ("externalTrafficPolicy", "internalTrafficPolicy"):
         if spec.get(key) is not None:
             one_of(spec[key], f"spec.{key}", TRAFFIC_POLICIES)
+    # As the API server: only where traffic can come from outside (kube-proxy's "externally
+    # accessible": NodePort, LoadBalancer, or external IPs).
+    reachable = service_type in ("NodePort", "LoadBalancer") or bool(spec.get("externalIPs"))
+    if spec.get("externalTrafficPolicy") is not None and not reachable:
+        raise ValidationError(
+            "spec.externalTrafficPolicy", "may only be set for externally-accessible services"
+        )
     if spec.get("publishNotReadyAddresses") is not None:
         as_bool(spec["publishNotReadyAddresses"], "spec.publishNotReadyAddresses")
 
