@@ -466,6 +466,24 @@ def test_graph_skips_an_invalid_service_with_one_error(caplog: pytest.LogCapture
     assert graph.state.service_ports["default/web//6"].port == 80
 
 
+def test_graph_skips_an_invalid_endpoint_slice(caplog: pytest.LogCaptureFixture) -> None:
+    graph = CalcGraph(NODE)
+    bad_ports = endpoint_slice([endpoint("10.0.0.1")], ports=[{"port": 70000}])
+    with caplog.at_level(logging.ERROR):
+        graph.apply(
+            [
+                put(SVC_KEY, service()),
+                put(SLICE_KEY, endpoint_slice([endpoint("10.0.0.1")], address_type="IP")),
+                put(SLICE_KEY.replace("web-abc", "web-def"), bad_ports),
+            ]
+        )
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2, errors
+    assert "EndpointSlice(default/web-abc)" in errors[0] and "addressType" in errors[0]
+    assert "EndpointSlice(default/web-def)" in errors[1] and "ports[0].port" in errors[1]
+    assert graph.state.service_ports["default/web//6"].backends == ()
+
+
 def pod_cidrs(graph: CalcGraph) -> tuple[str, ...]:
     return graph.state.pod_cidrs
 
