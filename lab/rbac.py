@@ -5,10 +5,11 @@ The lab's API server authenticates by static tokens (lab/apiserver.py). Besides 
 RBAC grants here, shaped like the roles a Calico install gives its service accounts:
 
 - `calico-node`: calico-felix, calico-ipamd, calico-bgpd and calico-typha. They read
-  Kubernetes kinds (pods, namespaces, service accounts, NetworkPolicy, nodes), write Calico's
-  data on the Node (its BGP and tunnel addresses are Node annotations on this backend) and on
-  the Pod (the endpoint's addresses are Pod annotations), and read and write Calico's custom
-  resources (IPAM blocks, affinities and handles among them).
+  Kubernetes kinds (pods, namespaces, service accounts, NetworkPolicy, nodes, Services and
+  EndpointSlices), write Calico's data on the Node (its BGP and tunnel addresses are Node
+  annotations on this backend) and on the Pod (the endpoint's addresses are Pod
+  annotations), and read and write Calico's custom resources (IPAM blocks, affinities and
+  handles among them).
 - `calico-kube-controllers`: reads the Kubernetes kinds it copies or garbage-collects
   against, writes Calico's custom resources, and holds its leader-election Lease.
 
@@ -39,6 +40,8 @@ def node_rules() -> list[dict[str, Any]]:
         _rule("", ["pods"], ["update", "patch"]),  # the endpoint's annotations
         _rule("", ["pods/status"], ["get", "update", "patch"]),
         _rule("networking.k8s.io", ["networkpolicies"], READ),
+        # Felix load-balances Services: its syncer follows their EndpointSlices too.
+        _rule("discovery.k8s.io", ["endpointslices"], READ),
         _rule("crd.projectcalico.org", ["*"], [*READ, *WRITE]),
     ]
 

@@ -1,7 +1,9 @@
-"""Kubernetes kinds kept as they are: Namespaces, Pods, ServiceAccounts, NetworkPolicies.
+"""Kubernetes kinds kept as they are: Namespaces, Pods, ServiceAccounts, NetworkPolicies,
+Services, EndpointSlices.
 
-`/calico/resources/v3/core/{namespaces,pods,serviceaccounts}/...` and
-`/calico/resources/v3/networking.k8s.io/networkpolicies/<ns>/<name>` are the API objects
+`/calico/resources/v3/core/{namespaces,pods,serviceaccounts,services}/...`,
+`/calico/resources/v3/networking.k8s.io/networkpolicies/<ns>/<name>` and
+`/calico/resources/v3/discovery.k8s.io/endpointslices/<ns>/<name>` are the API objects
 themselves. A value is the object's JSON with its apiVersion and kind (a LIST's items carry
 neither), without `metadata.resourceVersion` (the key's mod_revision, as with every backend)
 and without `metadata.managedFields` (the server's field-ownership bookkeeping: large, and
@@ -20,6 +22,12 @@ kubelet may be running (the lab has neither):
   inside first.
 Creating a Pod needs its namespace's `default` ServiceAccount (the ServiceAccount admission
 plugin refuses the Pod otherwise; the controller-manager would make it).
+
+A Service's `status` (its load balancer's ingress IPs, which Felix serves) is ignored by the
+API server on the main POST/PUT: when the written value has a status the server did not keep,
+the backend writes it through the status subresource right after, at the revision the main
+write returned; the key's revision is then the status write's (a watch sees both writes, the
+second with the status).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from libcalico.datastore.kube_client import KubeClient, resource_version
 from libcalico.datastore.kube_kinds import (
     NAMESPACES,
     PODS,
+    SERVICES,
     ApiKind,
     KeyName,
     KindHandler,
@@ -102,6 +111,10 @@ def object_body(kind: ApiKind, key: str, where: KeyName, value: bytes) -> dict[s
         out_meta["namespace"] = where.namespace
     body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
     return {"apiVersion": kind.api_group_version, "kind": kind.kind, "metadata": out_meta, **body}
+
+
+# Kinds whose `status` the main write ignores but a datastore value may carry (see module).
+STATUS_WRITTEN_SEPARATELY = (SERVICES,)
 
 
 class ApiObjects:
@@ -185,12 +198,27 @@ class CoreObjects(KindHandler):
             raise DatastoreError(f"create {key}: namespace {where.namespace!r} does not exist")
         if response.status not in (200, 201):
             raise response.error(f"create {key}")
-        return self._kv(key, response.body)
+        return self._kv(key, await self._with_status(key, where, body, response.body))
 
     async def update(self, key: str, value: bytes, revision: int) -> KeyValue:
         where = self._where(key)
         body = object_body(self.kind, key, where, value)
-        return self._kv(key, await self._objects.replace(key, where, body, revision))
+        stored = await self._objects.replace(key, where, body, revision)
+        return self._kv(key, await self._with_status(key, where, body, stored))
+
+    async def _with_status(
+        self, key: str, where: KeyName, body: dict[str, Any], stored: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`stored` with the written value's status, through the status subresource when the
+        main write did not keep it (see the module note); the object as stored."""
+        if self.kind not in STATUS_WRITTEN_SEPARATELY or "status" not in body:
+            return stored
+        if stored.get("status") == body["status"]:
+            return stored
+        status_body = {**stored, "status": body["status"]}
+        return await self._objects.replace(
+            key, where, status_body, self._objects.revision(stored), subresource="status"
+        )
 
     async def put(self, key: str, value: bytes) -> KeyValue:
         where = self._where(key)

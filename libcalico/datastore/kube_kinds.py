@@ -2,11 +2,11 @@
 contract the Kubernetes datastore dispatches their keys to.
 
 Calico's own kinds are custom resources (kube_keys.py, kube_values.py). The kinds here are the
-API server's: Namespaces, Pods, ServiceAccounts and NetworkPolicies read as they are
-(kube_core.py), and the Calico kinds derived from them: Node from the Kubernetes Node
-(kube_nodes.py), WorkloadEndpoint from the Pod (kube_pods.py), the kns./ksa. Profiles from
-Namespaces and ServiceAccounts (kube_profiles.py). Each is one `KindHandler`: the datastore
-contract for the keys under one `<group>/<plural>/` prefix.
+API server's: Namespaces, Pods, ServiceAccounts, NetworkPolicies, Services and EndpointSlices
+read as they are (kube_core.py), and the Calico kinds derived from them: Node from the
+Kubernetes Node (kube_nodes.py), WorkloadEndpoint from the Pod (kube_pods.py), the kns./ksa.
+Profiles from Namespaces and ServiceAccounts (kube_profiles.py). Each is one `KindHandler`:
+the datastore contract for the keys under one `<group>/<plural>/` prefix.
 """
 
 from __future__ import annotations

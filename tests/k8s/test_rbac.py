@@ -23,6 +23,8 @@ SYNCED_CRDS = [
 ]  # fmt: skip
 IPAM_CRDS = ["ipamblocks", "blockaffinities", "ipamhandles"]
 CORE_READ = ["pods", "namespaces", "serviceaccounts", "nodes"]
+# Felix load-balances Services (FELIX_PREFIXES): calico-node and Typha read them, write nothing.
+SERVICE_KINDS = ["services", "endpointslices.discovery.k8s.io"]
 READ = ["get", "list", "watch"]
 WRITE = ["create", "update", "patch", "delete"]
 
@@ -51,16 +53,20 @@ TABLE: list[Row] = [
     (NODE, "patch", "pods", "status", None, True),  # endpoint annotations
     (NODE, "update", "nodes", "status", None, True),  # Calico's node annotations
     (NODE, "list", "endpointslices.discovery.k8s.io", "", NAMESPACE, True),  # finding Typha
+    *rows(NODE, READ, SERVICE_KINDS, True),
+    *rows(NODE, WRITE, SERVICE_KINDS, False),
+    (NODE, "update", "services", "status", None, False),
     *rows(NODE, ["create", "update", "patch", "delete"], ["pods", "nodes"], False),
     *rows(NODE, ["update", "delete"], [f"ippools.{CRD}"], False),
     *rows(NODE, WRITE, [f"{k}.{CRD}" for k in SYNCED_CRDS if k != "ippools"], False),
     *rows(NODE, WRITE, ["networkpolicies.networking.k8s.io", "namespaces"], False),
-    (NODE, "list", "endpointslices.discovery.k8s.io", "", "default", False),
     (NODE, "create", "pods", "eviction", None, False),
     (NODE, "create", "serviceaccounts", "token", NAMESPACE, False),
     # calico-typha: reads what it fans out, writes nothing.
     *rows(TYPHA, READ, CORE_READ, True),
     *rows(TYPHA, READ, ["networkpolicies.networking.k8s.io"], True),
+    *rows(TYPHA, READ, SERVICE_KINDS, True),
+    *rows(TYPHA, WRITE, SERVICE_KINDS, False),
     *rows(TYPHA, READ, [f"{k}.{CRD}" for k in SYNCED_CRDS + IPAM_CRDS[:2]], True),
     *rows(TYPHA, WRITE, CORE_READ + [f"{k}.{CRD}" for k in SYNCED_CRDS + IPAM_CRDS], False),
     (TYPHA, "patch", "pods", "status", None, False),

@@ -200,6 +200,42 @@ def _kubernetes_kind_round_trip(server: ApiServer, info: KindInfo) -> None:
                 "spec": {"podSelector": {}},
             },
         ),
+        "Service": (
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "svc-ctl", "namespace": NS, "labels": {"a": "1"}},
+                "spec": {
+                    "type": "LoadBalancer",
+                    "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+                },
+                # Written through the status subresource (the main write ignores it).
+                "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.50"}]}},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "svc-k", "namespace": NS, "labels": {"a": "2"}},
+                "spec": {"type": "NodePort", "ports": [{"port": 53, "protocol": "UDP"}]},
+            },
+        ),
+        "EndpointSlice": (
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {"name": "eps-ctl", "namespace": NS, "labels": {"a": "1"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.65.0.5"], "nodeName": "n2"}],
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            },
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {"name": "eps-k", "namespace": NS, "labels": {"a": "2"}},
+                "addressType": "IPv4",
+                "endpoints": [],
+            },
+        ),
     }
     by_calicoctl, by_kubectl = docs[info.kind]
     resource = f"{info.plural}.{info.group}" if info.group != "core" else info.plural
@@ -211,6 +247,9 @@ def _kubernetes_kind_round_trip(server: ApiServer, info: KindInfo) -> None:
     name = by_kubectl["metadata"]["name"]
     got = json.loads(calicoctl(server, "get", resource, name, *_ns_args(info), "-o", "json"))
     assert (got["kind"], got["metadata"]["labels"]["a"]) == (info.kind, "2")
+    if info.kind == "Service":
+        assert shown["status"]["loadBalancer"]["ingress"][0]["ip"] == "192.0.2.50"
+        assert got["spec"]["ports"][0]["nodePort"]  # allocated by the server, valid for us
 
 
 @pytest.mark.parametrize("info", ALL_KINDS, ids=[f"{k.kind}.{k.group}" for k in ALL_KINDS])

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from libcalico.datastore.keys import GROUP_CALICO, GROUP_CORE, GROUP_NETWORKING
+from libcalico.datastore.keys import GROUP_CALICO, GROUP_CORE, GROUP_DISCOVERY, GROUP_NETWORKING
 from libcalico.resources.kinds import KindInfo, UnknownKindError, kind_of
 from libcalico.resources.validation import (
     bgp_filter,
@@ -23,6 +23,7 @@ from libcalico.resources.validation import (
     kube_controllers,
     kubernetes,
     policy,
+    services,
 )
 from libcalico.resources.validation.errors import ValidationError
 from libcalico.resources.validation.fields import Fields, as_mapping
@@ -86,6 +87,12 @@ _RULES: dict[tuple[str, str], _KindRules] = {
         kubernetes.validate_service_account_body,
     ),
     (GROUP_NETWORKING, "NetworkPolicy"): _spec_body(kubernetes.validate_k8s_network_policy_spec),
+    (GROUP_CORE, "Service"): _KindRules(
+        frozenset({"spec", "status"}), services.validate_service_body
+    ),
+    (GROUP_DISCOVERY, "EndpointSlice"): _KindRules(
+        frozenset({"addressType", "endpoints", "ports"}), services.validate_endpoint_slice_body
+    ),
 }
 
 

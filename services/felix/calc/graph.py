@@ -8,12 +8,16 @@ Two label indexes do the matching incrementally:
   the IP sets that active policies and profiles reference. Its callbacks keep each set's
   members current (reference counted, so overlapping contributions are safe).
 
+Services and EndpointSlices go to ``services.ServiceIndex`` (kube-proxy's ServicePorts, kept
+in ``state.service_ports``); enabled IPv4 IPPools make ``state.pod_cidrs``.
+
 Every change records what it touched in a ``StateDelta``; ``flush()`` hands it over.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Hashable, Iterable
@@ -36,6 +40,7 @@ from services.felix.calc.model import (
     StateDelta,
 )
 from services.felix.calc.rules import RuleCompiler, RuleError
+from services.felix.calc.services import ServiceIndex
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,8 @@ class CalcGraph:
         self._members: LabelIndex[str, str] = LabelIndex(self._member_started, self._member_stopped)
         self._dirty_endpoints: set[str] = set()  # endpoint keys
         self._invalid = InvalidObjects(log, "felix calculation graph")
+        self._services = ServiceIndex(nodename, self.state.service_ports)
+        self._pools: dict[str, str] = {}  # IPPool name -> CIDR (enabled IPv4 pools)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -125,6 +132,14 @@ class CalcGraph:
         elif kind == inputs.PROFILE_KIND:
             self._stored_profiles[rkey.name] = obj.get("spec") or {}
             self._refresh_profile(rkey.name)
+        elif kind == inputs.SERVICE_KIND:
+            ns = rkey.namespace or ""
+            self._delta.service_ports |= self._services.update_service(ns, rkey.name, obj)
+        elif kind == inputs.ENDPOINT_SLICE_KIND:
+            ns = rkey.namespace or ""
+            self._delta.service_ports |= self._services.update_slice(ns, rkey.name, obj)
+        elif kind == inputs.IPPOOL_KIND:
+            self._set_pool(rkey.name, inputs.enabled_ipv4_pool(obj))
 
     def _on_delete(self, rkey: ResourceKey, key: str) -> None:
         kind = (rkey.group, rkey.plural)
@@ -152,6 +167,26 @@ class CalcGraph:
         elif kind == inputs.PROFILE_KIND:
             self._stored_profiles.pop(rkey.name, None)
             self._refresh_profile(rkey.name)
+        elif kind == inputs.SERVICE_KIND:
+            ns = rkey.namespace or ""
+            self._delta.service_ports |= self._services.delete_service(ns, rkey.name)
+        elif kind == inputs.ENDPOINT_SLICE_KIND:
+            ns = rkey.namespace or ""
+            self._delta.service_ports |= self._services.delete_slice(ns, rkey.name)
+        elif kind == inputs.IPPOOL_KIND:
+            self._set_pool(rkey.name, None)
+
+    # -- pools -----------------------------------------------------------------------------
+
+    def _set_pool(self, name: str, cidr: str | None) -> None:
+        if cidr is None:
+            self._pools.pop(name, None)
+        else:
+            self._pools[name] = cidr
+        cidrs = tuple(sorted(set(self._pools.values()), key=ipaddress.ip_network))
+        if cidrs != self.state.pod_cidrs:
+            self.state.pod_cidrs = cidrs
+            self._delta.pod_cidrs = True
 
     # -- endpoints -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 from libcalico.datastore.keys import (
     GROUP_CALICO,
     GROUP_CORE,
+    GROUP_DISCOVERY,
     GROUP_NETWORKING,
     ResourceKey,
     parse_resource_key,
@@ -236,5 +237,18 @@ PROFILE_KIND = (GROUP_CALICO, "profiles")
 NAMESPACE_KIND = (GROUP_CORE, "namespaces")
 SERVICE_ACCOUNT_KIND = (GROUP_CORE, "serviceaccounts")
 POD_KIND = (GROUP_CORE, "pods")
+SERVICE_KIND = (GROUP_CORE, "services")
+ENDPOINT_SLICE_KIND = (GROUP_DISCOVERY, "endpointslices")
+IPPOOL_KIND = (GROUP_CALICO, "ippools")
+
+
+def enabled_ipv4_pool(obj: dict[str, Any]) -> str | None:
+    """An IPPool's CIDR when it is IPv4 and enabled (pod addresses come from it), else None."""
+    spec = obj.get("spec") or {}
+    if spec.get("disabled"):
+        return None
+    network = ipaddress.ip_network(str(spec.get("cidr")), strict=False)
+    return str(network) if network.version == 4 else None
+
 
 __all__ = ["parse_resource_key"]
