@@ -10,7 +10,9 @@ endpoint plumbing alone. Updates come from Typha when TYPHA_ADDR is set, else th
 
 CALICO_FELIX_SOCKET (default /var/run/calico/felix.sock), CALICO_IPAM_SOCKET (this node's
 calico-ipamd, asked for the tunnel addresses), NODENAME, FELIX_VETHMTU (0: the overlay's or
-the detected MTU, see DESIGN.md), FELIX_POLICYTIMEOUT (seconds, default 10) and the
+the detected MTU, see DESIGN.md), FELIX_POLICYTIMEOUT (seconds, default 10),
+FELIX_PROCSYSNETPATH (where /proc/sys/net is writable, default /proc/sys/net; in an
+unprivileged container the host's /proc/sys/net mounted at e.g. /host/proc/sys/net) and the
 datastore variables (DATASTORE_TYPE, ETCD_ENDPOINTS, CALICO_DATASTORE_PATH) configure it.
 """
 
@@ -21,6 +23,7 @@ import os
 import sys
 
 from libcalico.config import ConfigError, DatastoreConfig, add_datastore_arguments, node_name
+from services.felix.endpoints.sysctls import PROC_SYS_NET, SysctlDirError, check_sysctl_dir
 
 DEFAULT_SOCKET = "/var/run/calico/felix.sock"
 DEFAULT_IPAM_SOCKET = "/var/run/calico/ipam.sock"
@@ -72,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="seconds between drift checks of the kernel (FELIX_REFRESHINTERVAL; default 30)",
     )
+    parser.add_argument(
+        "--proc-sys-net",
+        default=os.environ.get("FELIX_PROCSYSNETPATH", "").strip() or PROC_SYS_NET,
+        help="a writable view of /proc/sys/net, for the per-veth sysctls "
+        "(FELIX_PROCSYSNETPATH; default %(default)s)",
+    )
     add_datastore_arguments(parser)
     return parser.parse_args(argv)
 
@@ -95,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"FELIX_DATAPLANE: {args.dataplane!r} is not one of {DATAPLANES}")
         if mtu < 0 or policy_timeout <= 0 or refresh_interval <= 0:
             raise ConfigError("--mtu must be >= 0, --policy-timeout and --refresh-interval > 0")
+        try:
+            check_sysctl_dir(args.proc_sys_net)
+        except SysctlDirError as exc:
+            raise ConfigError(f"FELIX_PROCSYSNETPATH: {exc}") from None
     except ConfigError as exc:
         print(f"calico-felix: {exc}", file=sys.stderr)
         return 2
@@ -123,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             policy_timeout=policy_timeout,
             policy_dataplane=None if args.dataplane == "none" else args.dataplane,
             refresh_interval=refresh_interval,
+            sysctl_dir=args.proc_sys_net,
         )
 
     return run_service(runtime, setup)
