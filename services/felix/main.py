@@ -42,6 +42,17 @@ def _env_number(name: str, default: float) -> float:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
 
 
+CAP_NET_RAW = 13  # linux/capability.h
+
+
+def _has_effective_capability(bit: int) -> bool:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> bit & 1)
+    return True  # no capability line: not Linux as we know it; let the dataplane say
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="calico-felix", description=__doc__)
     parser.add_argument(
@@ -104,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"FELIX_DATAPLANE: {args.dataplane!r} is not one of {DATAPLANES}")
         if mtu < 0 or policy_timeout <= 0 or refresh_interval <= 0:
             raise ConfigError("--mtu must be >= 0, --policy-timeout and --refresh-interval > 0")
+        if args.dataplane == "iptables-legacy" and not _has_effective_capability(CAP_NET_RAW):
+            # libiptc talks to the kernel over a raw socket (iptables-nft and nft: netlink).
+            raise ConfigError(
+                "FELIX_DATAPLANE: iptables-legacy needs CAP_NET_RAW (add it to the container's "
+                "capabilities, or use nftables or iptables)"
+            )
         try:
             check_sysctl_dir(args.proc_sys_net)
         except SysctlDirError as exc:

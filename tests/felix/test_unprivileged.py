@@ -1,4 +1,4 @@
-"""Felix's per-veth sysctls through FELIX_PROCSYSNETPATH, as in an unprivileged container.
+"""Felix unprivileged: per-veth sysctls through FELIX_PROCSYSNETPATH, as in a container.
 
 The container runtime bind-mounts /proc/sys read-only over itself; the install mounts the
 host's /proc/sys/net writable at /host/proc/sys/net. This reproduces exactly that in a private
@@ -7,7 +7,8 @@ the real PodPlumber from a node namespace: with the default /proc/sys/net the fi
 with EROFS, through the other mount every sysctl lands in the right namespace (the node's for
 the host veth, the pod's for eth0: the kernel resolves /proc/sys/net names in the writing
 thread's namespace whichever mount the path goes through). Then the start-up check: Felix
-refuses, naming the variable, a directory that is not /proc/sys/net or is read-only.
+refuses, naming the variable, a directory that is not /proc/sys/net or is read-only, and the
+iptables-legacy dataplane without CAP_NET_RAW.
 """
 
 from __future__ import annotations
@@ -115,3 +116,16 @@ def test_start_up_check_refuses_a_read_only_mount(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.returncode == 1
     assert "is mounted read-only" in res.stderr and "FELIX_PROCSYSNETPATH" in res.stderr
+
+
+def test_iptables_legacy_without_net_raw_is_refused_at_start() -> None:
+    # The one dataplane that needs CAP_NET_RAW (libiptc's raw socket): measured in a podman
+    # container, iptables-legacy fails "Permission denied (you must be root)" without it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FELIX_", "ETCD_"))}
+    env.update(FELIX_DATAPLANE="iptables-legacy", DATASTORE_TYPE="kubernetes")
+    res = subprocess.run(
+        ["setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw", FELIX],
+        capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "iptables-legacy needs CAP_NET_RAW" in res.stderr
