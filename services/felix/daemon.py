@@ -26,6 +26,7 @@ from services.felix.endpoint_dataplane import (
 )
 from services.felix.endpoint_manager import EndpointManager
 from services.felix.endpoints.reaper import LinkReaper
+from services.felix.endpoints.sysctls import PROC_SYS_NET
 from services.felix.endpoints.worker import PlumbingWorker
 from services.felix.natout.manager import NatOutgoingManager
 from services.felix.pod_cache import PodCache
@@ -52,8 +53,10 @@ async def build_felix(
     ipam_socket: str,
     policy_dataplane: str | None = "nftables",
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL_S,
+    sysctl_dir: str = PROC_SYS_NET,
 ) -> EndpointManager:
-    """`policy_dataplane` None runs without the policy engine (endpoint plumbing only)."""
+    """`policy_dataplane` None runs without the policy engine (endpoint plumbing only);
+    `sysctl_dir` is where /proc/sys/net is seen (endpoints/sysctls.py)."""
     datastore = await connect(ds_config)
     runtime.on_shutdown(datastore.close)
     dataplane: EndpointDataplane = KnownEndpointsDataplane()
@@ -86,7 +89,7 @@ async def build_felix(
         dataplane = PolicyEngineDataplane(engine)
     else:
         runtime.on_shutdown(_drain(syncer))
-    worker = PlumbingWorker()
+    worker = PlumbingWorker(sysctl_dir)
     await worker.start()
     runtime.on_shutdown(worker.close)
     reaper = LinkReaper()

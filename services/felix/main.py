@@ -10,7 +10,9 @@ endpoint plumbing alone. Updates come from Typha when TYPHA_ADDR is set, else th
 
 CALICO_FELIX_SOCKET (default /var/run/calico/felix.sock), CALICO_IPAM_SOCKET (this node's
 calico-ipamd, asked for the tunnel addresses), NODENAME, FELIX_VETHMTU (0: the overlay's or
-the detected MTU, see DESIGN.md), FELIX_POLICYTIMEOUT (seconds, default 10) and the
+the detected MTU, see DESIGN.md), FELIX_POLICYTIMEOUT (seconds, default 10),
+FELIX_PROCSYSNETPATH (where /proc/sys/net is writable, default /proc/sys/net; in an
+unprivileged container the host's /proc/sys/net mounted at e.g. /host/proc/sys/net) and the
 datastore variables (DATASTORE_TYPE, ETCD_ENDPOINTS, CALICO_DATASTORE_PATH) configure it.
 """
 
@@ -21,6 +23,7 @@ import os
 import sys
 
 from libcalico.config import ConfigError, DatastoreConfig, add_datastore_arguments, node_name
+from services.felix.endpoints.sysctls import PROC_SYS_NET, SysctlDirError, check_sysctl_dir
 
 DEFAULT_SOCKET = "/var/run/calico/felix.sock"
 DEFAULT_IPAM_SOCKET = "/var/run/calico/ipam.sock"
@@ -37,6 +40,17 @@ def _env_number(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
+
+
+CAP_NET_RAW = 13  # linux/capability.h
+
+
+def _has_effective_capability(bit: int) -> bool:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> bit & 1)
+    return True  # no capability line: not Linux as we know it; let the dataplane say
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,6 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="seconds between drift checks of the kernel (FELIX_REFRESHINTERVAL; default 30)",
     )
+    parser.add_argument(
+        "--proc-sys-net",
+        default=os.environ.get("FELIX_PROCSYSNETPATH", "").strip() or PROC_SYS_NET,
+        help="a writable view of /proc/sys/net, for the per-veth sysctls "
+        "(FELIX_PROCSYSNETPATH; default %(default)s)",
+    )
     add_datastore_arguments(parser)
     return parser.parse_args(argv)
 
@@ -95,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"FELIX_DATAPLANE: {args.dataplane!r} is not one of {DATAPLANES}")
         if mtu < 0 or policy_timeout <= 0 or refresh_interval <= 0:
             raise ConfigError("--mtu must be >= 0, --policy-timeout and --refresh-interval > 0")
+        if args.dataplane == "iptables-legacy" and not _has_effective_capability(CAP_NET_RAW):
+            # libiptc talks to the kernel over a raw socket (iptables-nft and nft: netlink).
+            raise ConfigError(
+                "FELIX_DATAPLANE: iptables-legacy needs CAP_NET_RAW (add it to the container's "
+                "capabilities, or use nftables or iptables)"
+            )
+        try:
+            check_sysctl_dir(args.proc_sys_net)
+        except SysctlDirError as exc:
+            raise ConfigError(f"FELIX_PROCSYSNETPATH: {exc}") from None
     except ConfigError as exc:
         print(f"calico-felix: {exc}", file=sys.stderr)
         return 2
@@ -123,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             policy_timeout=policy_timeout,
             policy_dataplane=None if args.dataplane == "none" else args.dataplane,
             refresh_interval=refresh_interval,
+            sysctl_dir=args.proc_sys_net,
         )
 
     return run_service(runtime, setup)

@@ -61,6 +61,7 @@ def test_nodes_share_their_namespace(config: dict[str, Any]) -> None:
 def test_least_privilege(config: dict[str, Any]) -> None:
     for name, service in config["services"].items():
         assert not service.get("privileged"), name
+        assert not service.get("security_opt"), name  # nothing unmasked (/proc/sys)
         assert service.get("cap_drop") == ["ALL"], name
         kind = name.rsplit("-", 1)[0]
         assert set(service.get("cap_add") or []) == ALLOWED_CAPS.get(kind, set()), name
@@ -84,3 +85,15 @@ def test_etcd_serves_only_mutual_tls(config: dict[str, Any]) -> None:
         assert certs["read_only"] is True, name
         for var in ("ETCD_CA_CERT_FILE", "ETCD_CERT_FILE", "ETCD_KEY_FILE"):
             assert env[var].startswith("/etc/calico/etcd/"), (name, var)
+
+
+def test_felix_writes_sysctls_through_the_hosts_proc_sys_net(config: dict[str, Any]) -> None:
+    # Only the net subtree, writable, where FELIX_PROCSYSNETPATH says (not all of /proc/sys).
+    for n in ("1", "2"):
+        felix = config["services"][f"felix-{n}"]
+        mounts = {v["target"]: v for v in felix["volumes"]}
+        proc = mounts["/host/proc/sys/net"]
+        assert proc["source"] == "/proc/sys/net" and not proc.get("read_only")
+        assert felix["environment"]["FELIX_PROCSYSNETPATH"] == "/host/proc/sys/net"
+        assert felix["environment"]["NODENAME"] == f"node-{n}"
+        assert not any(v["source"] == "/proc/sys" for v in felix["volumes"])

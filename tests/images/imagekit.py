@@ -49,6 +49,8 @@ class ServiceImage:
     caps: tuple[str, ...] = ()
     user: str = "999:999"
     env: Mapping[str, str] = field(default_factory=dict)
+    # `--volume` arguments the service needs wherever it runs (not its socket directory).
+    volumes: tuple[str, ...] = ()
 
     @property
     def image(self) -> str:
@@ -59,8 +61,18 @@ SERVICES = {
     s.name: s
     for s in (
         ServiceImage("calico-ipamd", "CALICO_IPAM_SOCKET", "ipam.sock"),
-        # Felix starts and serves with NET_ADMIN; SYS_ADMIN is for plumbing pods (README).
-        ServiceImage("calico-felix", "CALICO_FELIX_SOCKET", "felix.sock", ("NET_ADMIN",), "0:999"),
+        # As deployed (images/README.md): NET_ADMIN, SYS_ADMIN (setns into pods), and the
+        # host's /proc/sys/net writable at /host/proc/sys/net (its own /proc/sys is
+        # read-only; Felix refuses to start without a writable one).
+        ServiceImage(
+            "calico-felix",
+            "CALICO_FELIX_SOCKET",
+            "felix.sock",
+            ("NET_ADMIN", "SYS_ADMIN"),
+            "0:999",
+            env={"FELIX_PROCSYSNETPATH": "/host/proc/sys/net"},
+            volumes=("/proc/sys/net:/host/proc/sys/net",),
+        ),
         ServiceImage(
             "calico-bgpd",
             "CALICO_BGPD_SOCKET",
@@ -203,12 +215,17 @@ class PodmanSession:
         for file_name, text in (files or {}).items():
             (socket_dir / file_name).write_text(text)
             (socket_dir / file_name).chmod(0o644)
-        env = {spec.socket_env: f"/var/run/calico-host/{spec.socket_name}", **(extra_env or {})}
+        env = {
+            spec.socket_env: f"/var/run/calico-host/{spec.socket_name}",
+            **spec.env,
+            **(extra_env or {}),
+        }
         argv = [
             "run", "--detach", "--name", name, f"--network={network}",
             "--cap-drop=all", *(f"--cap-add={c}" for c in spec.caps),
             "--health-interval=disable",  # no systemd timers here; `healthcheck run` by hand
             "--volume", f"{socket_dir}:/var/run/calico-host",
+            *(f"--volume={v}" for v in spec.volumes),
             *(f"--env={k}={v}" for k, v in env.items()),
         ]  # fmt: skip
         started = time.monotonic()

@@ -24,9 +24,10 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     if reason:
         print(f"SKIP: {reason}")
         pytest.skip(reason)
-    # As a real cluster's API server (kubeadm's too): calico-node's Felix runs privileged.
+    # Privileged containers refused (kubeadm's allows them): the install needs none, and
+    # every dry run and apply here proves it (tests/k8s/test_privileges.py).
     server = start(
-        tmp_path_factory.mktemp("kube") / "apiserver", extra_args=["--allow-privileged=true"]
+        tmp_path_factory.mktemp("kube") / "apiserver", extra_args=["--allow-privileged=false"]
     )
     try:
         yield server

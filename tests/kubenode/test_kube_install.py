@@ -5,7 +5,8 @@ copied and completed by its make-certs.sh for the node's API server, and then
 `calico-lab kube up --project-images --manifests DIR` imports the images into containerd and
 runs `kubectl apply -k DIR`. Then:
 
-- every calico-node, calico-typha and calico-kube-controllers pod becomes Ready;
+- every calico-node, calico-typha and calico-kube-controllers pod becomes Ready; Felix runs
+  unprivileged (exactly NET_ADMIN and SYS_ADMIN, its /proc/sys read-only);
 - the conflist the runtime uses is the one the DaemonSet's init container installed
   (10-calico.conflist sorts before podman's 87-podman-bridge.conflist, which this host has);
 - busybox pods in three namespaces, made only once calico-node is Ready, get addresses from
@@ -356,6 +357,32 @@ def test_calico_pods_become_ready_with_calicos_conflist(installed: KubeNode) -> 
         assert os.access(Path(layout.CNI_BIN_DIRS[0]) / binary, os.X_OK), binary
     # The installer ran without the service-account token: no credential on the host.
     assert not (Path(layout.CNI_CONF_DIR) / "calico-kubeconfig").exists()
+
+
+def test_felix_runs_unprivileged_with_only_its_capabilities(installed: KubeNode) -> None:
+    # Not privileged: Felix (PID 1 of its container) holds exactly NET_ADMIN and SYS_ADMIN,
+    # and its own /proc/sys is the runtime's read-only one; the pods below are plumbed
+    # through the host's /proc/sys/net at FELIX_PROCSYSNETPATH.
+    node = installed
+
+    def felix_file(path: str) -> str:
+        return node.kubectl(
+            "exec", "-n", CALICO_NS, "daemonset/calico-node", "-c", "felix", "--", "cat", path
+        )  # fmt: skip
+
+    caps: dict[str, int] = {}
+    for line in felix_file("/proc/1/status").splitlines():
+        key, _, value = line.partition(":")
+        if key in ("CapEff", "CapBnd"):
+            caps[key] = int(value, 16)
+    net_admin, sys_admin = 1 << 12, 1 << 21
+    assert caps == {"CapEff": net_admin | sys_admin, "CapBnd": net_admin | sys_admin}, caps
+    options = {
+        fields[1]: fields[3].split(",")
+        for fields in (line.split() for line in felix_file("/proc/1/mounts").splitlines())
+    }
+    assert "ro" in options["/proc/sys"], options.get("/proc/sys")
+    assert "rw" in options["/host/proc/sys/net"], options.get("/host/proc/sys/net")
 
 
 def test_pods_in_three_namespaces_get_pool_addresses_and_reach_each_other(

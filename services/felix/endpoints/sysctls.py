@@ -5,14 +5,43 @@ answered by the host), without the proxy delay, and forward. IPv6: no router adv
 accepted, no automatic link-local (Felix adds the fixed one derived from ee:ee:ee:ee:ee:ee).
 Pod side: IPv6 enabled and duplicate address detection off, so addresses work at once.
 
-Writes go to /proc/sys/net of the calling thread's namespace (see netns.entered).
+Writes go to the `net` sysctls of the calling thread's namespace (see netns.entered): the
+kernel resolves every name under /proc/sys/net in the namespace of the task that looks it
+up, whichever procfs mount the path goes through. So the directory is configurable
+(FELIX_PROCSYSNETPATH): in an unprivileged container, where the runtime mounts /proc/sys
+read-only, the host's /proc/sys/net mounted writable elsewhere (/host/proc/sys/net) reaches
+the node's and every pod's namespace alike, without a privileged container and without
+exposing the host's other sysctls (kernel.*, vm.*).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterable
 
 PROC_SYS_NET = "/proc/sys/net"
+# Present in every network namespace (IPv6 may be disabled): probed at start-up.
+_PROBE = "ipv4/conf/default/forwarding"
+
+
+class SysctlDirError(ValueError):
+    """The sysctl directory is not a writable /proc/sys/net."""
+
+
+def check_sysctl_dir(root: str) -> None:
+    """Fail at start-up, not on every pod's ADD, when `root` cannot take the writes."""
+    probe = os.path.join(root, _PROBE)
+    if not os.path.isfile(probe):
+        raise SysctlDirError(f"{root} is not a /proc/sys/net directory (no {_PROBE})")
+    if not os.access(probe, os.W_OK):
+        # EROFS: the runtime's read-only /proc/sys of an unprivileged container.
+        ro = os.statvfs(root).f_flag & os.ST_RDONLY
+        why = "is mounted read-only" if ro else f"is not writable ({os.strerror(errno.EACCES)})"
+        raise SysctlDirError(
+            f"{root} {why}: mount the host's /proc/sys/net writable elsewhere "
+            "(e.g. /host/proc/sys/net) and point FELIX_PROCSYSNETPATH at it"
+        )
 
 
 def host_sysctls(interface: str, ipv6: bool) -> list[tuple[str, str]]:
@@ -43,12 +72,13 @@ def pod_sysctls(interface: str, ipv6: bool) -> list[tuple[str, str]]:
     ]
 
 
-def write_sysctls(settings: Iterable[tuple[str, str]]) -> None:
+def write_sysctls(root: str, settings: Iterable[tuple[str, str]]) -> None:
+    """Write each (path under `root`, value); `root` stands for /proc/sys/net."""
     for path, value in settings:
-        with open(f"{PROC_SYS_NET}/{path}", "w") as f:
+        with open(f"{root}/{path}", "w") as f:
             f.write(value)
 
 
-def read_sysctl(path: str) -> str:
-    with open(f"{PROC_SYS_NET}/{path}") as f:
+def read_sysctl(root: str, path: str) -> str:
+    with open(f"{root}/{path}") as f:
         return f.read().strip()

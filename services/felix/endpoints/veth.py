@@ -105,7 +105,9 @@ def pod_routes(ips: tuple[IPAddress, ...]) -> tuple[PodRoute, ...]:
 class PodPlumber:
     """Builds, checks and removes pod interfaces. One instance per worker thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, sysctl_dir: str = sysctls.PROC_SYS_NET) -> None:
+        # Where /proc/sys/net is seen (sysctls.py: a writable mount of it in a container).
+        self.sysctl_dir = sysctl_dir
         # Created on the worker thread, which is in the node namespace (the process's own).
         self.node = NetlinkSocket()
         self.home_fd = netns.current_netns_fd()
@@ -140,7 +142,7 @@ class PodPlumber:
         with netns.entered(pod_fd, self.home_fd):
             sock = NetlinkSocket()
             try:
-                sysctls.write_sysctls(settings)
+                sysctls.write_sysctls(self.sysctl_dir, settings)
             except BaseException:
                 sock.close()
                 raise
@@ -190,7 +192,7 @@ class PodPlumber:
         host = self.node.get_link(spec.host_name)
         if host is None:
             raise NetlinkError(errno.ENODEV, f"{spec.host_name} vanished after creation")
-        sysctls.write_sysctls(sysctls.host_sysctls(spec.host_name, spec.ipv6))
+        sysctls.write_sysctls(self.sysctl_dir, sysctls.host_sysctls(spec.host_name, spec.ipv6))
         self.node.set_up(host.index)
         if spec.ipv6:
             self.node.add_address(host.index, HOST_LINK_LOCAL_V6, 64)

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from services.felix.endpoints.netlink import Link
+from services.felix.endpoints.sysctls import PROC_SYS_NET
 from services.felix.endpoints.veth import PlumbedInterface, PodInterfaceSpec, PodPlumber
 
 T = TypeVar("T")
@@ -23,12 +24,13 @@ T = TypeVar("T")
 class PlumbingWorker:
     """Async access to a PodPlumber living on its own thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, sysctl_dir: str = PROC_SYS_NET) -> None:
+        self._sysctl_dir = sysctl_dir
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="felix-netlink")
         self._plumber: PodPlumber | None = None
 
     async def start(self) -> None:
-        self._plumber = await self._call(PodPlumber)
+        self._plumber = await self._call(functools.partial(PodPlumber, self._sysctl_dir))
 
     async def close(self) -> None:
         if self._plumber is not None:
