@@ -51,6 +51,9 @@ INPUT = "cali-INPUT"
 OUTPUT = "cali-OUTPUT"
 FROM_WL = "cali-from-wl-dispatch"
 TO_WL = "cali-to-wl-dispatch"
+# Services with no (allowed) backend: rejects/drops of new connections, before any policy
+# (content: ipt_services; the chain and its jumps are part of every node's skeleton).
+SVC_REJECT = "cali-SVC-REJECT"
 HOOKS = {"FORWARD": FORWARD, "INPUT": INPUT, "OUTPUT": OUTPUT}
 _PORT_PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
 _MULTIPORT_MAX = 15
@@ -74,8 +77,10 @@ def _no_mark(bits: int) -> str:
 def static_chains(interfaces: Iterable[str]) -> dict[str, list[str]]:
     ct = "-m conntrack --ctstate"
     ifaces = sorted(interfaces)
+    svc = f"{ct} NEW -j {SVC_REJECT}"
     chains = {
         FORWARD: [
+            svc,
             f"{ct} RELATED,ESTABLISHED -j ACCEPT",
             f"{ct} INVALID -j DROP",
             f"-i cali+ -j {FROM_WL}",
@@ -83,12 +88,14 @@ def static_chains(interfaces: Iterable[str]) -> dict[str, list[str]]:
             f"{_mark(MARK_ACCEPT)} -j ACCEPT",
         ],
         INPUT: [
+            svc,
             f"-i cali+ {ct} RELATED,ESTABLISHED -j ACCEPT",
             f"-i cali+ {ct} INVALID -j DROP",
             f"-i cali+ -j {FROM_WL}",
             "-i cali+ -j ACCEPT",
         ],
-        OUTPUT: [*(f"-o {i} -j RETURN" for i in ifaces), "-o cali+ -j DROP"],
+        OUTPUT: [svc, *(f"-o {i} -j RETURN" for i in ifaces), "-o cali+ -j DROP"],
+        SVC_REJECT: [],
         FROM_WL: [*(f"-i {i} -g {endpoint_chain(i, False)}" for i in ifaces), "-j DROP"],
         TO_WL: [*(f"-o {i} -g {endpoint_chain(i, True)}" for i in ifaces), "-j DROP"],
     }

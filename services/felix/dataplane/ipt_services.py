@@ -1,0 +1,188 @@
+"""Services (Felix as kube-proxy) as iptables rules: nat-table load balancing, filter rejects.
+
+kube-proxy's iptables layout is the anchor, in Felix's ``cali-`` names:
+
+  nat PREROUTING, OUTPUT -> cali-SERVICES (one tagged jump each)
+    -d <cluster IP> -p P --dport port     -> cali-SVC-<h>   (cluster-IP traffic)
+    -d <external/LB IP> -p P --dport port -> cali-EXT-<h>   (external traffic)
+    last: ! -d 127/8 -m addrtype --dst-type LOCAL -> cali-NODEPORTS
+  cali-NODEPORTS: -p P --dport <nodePort> -> cali-EXT-<h>
+  cali-SVC-<h>: jump cali-SVC-NONPOD (mark for masquerade unless the source is a pod CIDR),
+                then the pick over the backends (only the local ones under internal_local)
+  cali-EXT-<h>: mark for masquerade (externalTrafficPolicy Cluster) and pick over all
+                backends, or pick over the local ones with the client address kept (Local)
+  pick: with affinity, ``-m recent --rcheck --seconds T --reap`` per backend first; then
+        ``-m statistic --mode random --probability 1/(n-i)`` per backend, the last one bare
+  cali-SEP-<h>: hairpin (-s <itself>) -> mark; [recent --set] DNAT --to-destination addr:port
+  nat POSTROUTING -> cali-SVC-POSTROUTING: connection marked -> MASQUERADE
+
+  filter cali-FORWARD, cali-INPUT, cali-OUTPUT (first rule, ctstate NEW) -> cali-SVC-REJECT:
+    a kind of traffic with no backend at all: REJECT (tcp-reset / icmp-port-unreachable);
+    backends exist but none allowed for that kind (Local policies): DROP
+
+Why a conntrack mark, not a packet mark: Felix's endpoint chains (``cali-fw-*``/``cali-tw-*``)
+clear packet-mark bits on the way between PREROUTING and POSTROUTING, and the decision is per
+connection anyway (only a connection's first packet walks the nat table). ``CONNMARK
+--set-xmark 0x4000/0x4000`` on the conntrack entry survives the filter table; POSTROUTING
+matches ``-m connmark``. Bit 0x4000 (kube-proxy's masquerade bit value, here in the ct mark,
+which nothing else of Felix uses).
+
+Rejects and drops live in filter because nat must not drop (and a packet that was not DNATed
+still carries the service address there). The dispatch chains (cali-SERVICES, cali-NODEPORTS,
+cali-SVC-REJECT) hold one independent line per address/port: their order does not matter
+(except cali-SERVICES' fixed last line), so the driver changes them line by line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from libcalico.selector import make_unique_id
+from services.felix.calc.model import ServiceBackend, ServicePort
+from services.felix.dataplane.ipt_render import SVC_REJECT, tagged
+
+SERVICES = "cali-SERVICES"
+NODEPORTS = "cali-NODEPORTS"
+POSTROUTING = "cali-SVC-POSTROUTING"
+NONPOD = "cali-SVC-NONPOD"
+REJECT = SVC_REJECT
+NAT_HOOKS = {"PREROUTING": SERVICES, "OUTPUT": SERVICES, "POSTROUTING": POSTROUTING}
+# nat chains of this module; other cali- chains in nat (cali-nat-outgoing) are not ours.
+NAT_PREFIXES = ("cali-SERVICES", "cali-NODEPORTS", "cali-SVC-", "cali-EXT-", "cali-SEP-")
+# Chains whose lines are independent: written line by line (-D / -I 1) on a delta.
+UNORDERED = frozenset({SERVICES, NODEPORTS, REJECT})
+CTMARK_MASQ = 0x4000
+_PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
+_MARK_MASQ = f"-j CONNMARK --set-xmark {CTMARK_MASQ:#x}/{CTMARK_MASQ:#x}"
+_NODEPORTS_JUMP = tagged(f"! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j {NODEPORTS}")
+
+
+def _digest(kind: str, content: str) -> str:
+    return make_unique_id(kind, content).split(":", 1)[1][:16]
+
+
+def svc_chain(sp_id: str) -> str:
+    return f"cali-SVC-{_digest('svc', sp_id)}"
+
+
+def ext_chain(sp_id: str) -> str:
+    return f"cali-EXT-{_digest('ext', sp_id)}"
+
+
+def sep_chain(sp_id: str, backend: ServiceBackend) -> str:
+    return f"cali-SEP-{_digest('sep', f'{sp_id}|{backend.address}:{backend.port}')}"
+
+
+def hook_rule(hook: str) -> str:
+    return tagged(f"-j {NAT_HOOKS[hook]}")
+
+
+@dataclass
+class RenderedService:
+    """One ServicePort's share of the ruleset."""
+
+    chains: dict[str, list[str]] = field(default_factory=dict)  # nat chains of its own
+    services: list[str] = field(default_factory=list)  # its lines in cali-SERVICES
+    nodeports: list[str] = field(default_factory=list)  # its lines in cali-NODEPORTS
+    reject: list[str] = field(default_factory=list)  # its lines in filter cali-SVC-REJECT
+
+
+def _pick(sp: ServicePort, backends: tuple[ServiceBackend, ...]) -> list[str]:
+    """Choose a backend: affinity first (the endpoint this client used recently), else at
+    random with equal weight (probability 1/(n-i) for the i-th of n, the last one bare)."""
+    rules: list[str] = []
+    chains = [sep_chain(sp.id, b) for b in backends]
+    if sp.affinity_timeout_s is not None:
+        rules += [
+            f"-m recent --name {c} --rcheck --seconds {sp.affinity_timeout_s} --reap -j {c}"
+            for c in chains
+        ]
+    n = len(chains)
+    for i, chain in enumerate(chains):
+        if i < n - 1:
+            rules.append(f"-m statistic --mode random --probability {1 / (n - i):.10f} -j {chain}")
+        else:
+            rules.append(f"-j {chain}")
+    return rules
+
+
+def _endpoint(sp: ServicePort, backend: ServiceBackend) -> list[str]:
+    proto = _PROTO[sp.protocol]
+    recent = f"-m recent --name {sep_chain(sp.id, backend)} --set " if sp.affinity_timeout_s else ""
+    return [
+        f"-s {backend.address}/32 {_MARK_MASQ}",  # hairpin: the reply must come back via us
+        f"-p {proto} {recent}-j DNAT --to-destination {backend.address}:{backend.port}",
+    ]
+
+
+def render_service(sp: ServicePort) -> RenderedService:
+    out = RenderedService()
+    proto = _PROTO.get(sp.protocol)
+    if proto is None:
+        raise ValueError(f"service port {sp.id}: protocol {sp.protocol} is not TCP/UDP/SCTP")
+    match = f"-p {proto} -m {proto} --dport {sp.port}"
+    refuse = "tcp-reset" if sp.protocol == 6 else "icmp-port-unreachable"
+    internal = tuple(b for b in sp.backends if b.local or not sp.internal_local)
+    external = tuple(b for b in sp.backends if b.local or not sp.external_local)
+    used: list[ServiceBackend] = []
+
+    def deny(dst: str, port: int) -> str:
+        verdict = f"REJECT --reject-with {refuse}" if not sp.backends else "DROP"
+        return tagged(f"{dst} -p {proto} -m {proto} --dport {port} -j {verdict}")
+
+    if internal:
+        chain = svc_chain(sp.id)
+        out.chains[chain] = [tagged(f"-j {NONPOD}"), *(tagged(r) for r in _pick(sp, internal))]
+        out.services += [tagged(f"-d {ip}/32 {match} -j {chain}") for ip in sp.cluster_ips]
+        used += internal
+    else:
+        out.reject += [deny(f"-d {ip}/32", sp.port) for ip in sp.cluster_ips]
+    has_external = bool(sp.external_ips) or sp.node_port is not None
+    if has_external and external:
+        chain = ext_chain(sp.id)
+        masq = [] if sp.external_local else [_MARK_MASQ]
+        out.chains[chain] = [tagged(r) for r in (*masq, *_pick(sp, external))]
+        out.services += [tagged(f"-d {ip}/32 {match} -j {chain}") for ip in sp.external_ips]
+        if sp.node_port is not None:
+            out.nodeports.append(tagged(f"-p {proto} -m {proto} --dport {sp.node_port} -j {chain}"))
+        used += external
+    elif has_external:
+        out.reject += [deny(f"-d {ip}/32", sp.port) for ip in sp.external_ips]
+        if sp.node_port is not None:
+            out.reject.append(deny("-m addrtype --dst-type LOCAL", sp.node_port))
+    for backend in dict.fromkeys(used):
+        out.chains[sep_chain(sp.id, backend)] = [tagged(r) for r in _endpoint(sp, backend)]
+    return out
+
+
+def static_nat_chains(pod_cidrs: Iterable[str]) -> dict[str, list[str]]:
+    """The chains every node has, services or not (dispatch tails, masquerade)."""
+    nonpod = [f"-s {cidr} -j RETURN" for cidr in sorted(c for c in pod_cidrs if ":" not in c)]
+    return {
+        SERVICES: [_NODEPORTS_JUMP],
+        NODEPORTS: [],
+        NONPOD: [tagged(r) for r in (*nonpod, _MARK_MASQ)],
+        POSTROUTING: [
+            tagged(
+                f"-m connmark --mark {CTMARK_MASQ:#x}/{CTMARK_MASQ:#x} -j MASQUERADE --random-fully"
+            )
+        ],
+    }
+
+
+def nat_chains(
+    rendered: Iterable[RenderedService], pod_cidrs: Iterable[str]
+) -> dict[str, list[str]]:
+    chains = static_nat_chains(pod_cidrs)
+    services: list[str] = []
+    for r in rendered:
+        chains.update(r.chains)
+        services += r.services
+        chains[NODEPORTS] += r.nodeports
+    chains[SERVICES] = [*services, _NODEPORTS_JUMP]  # node ports last: after exact addresses
+    return chains
+
+
+def reject_rules(rendered: Iterable[RenderedService]) -> list[str]:
+    return [rule for r in rendered for rule in r.reject]
