@@ -309,9 +309,7 @@ def test_delta_rewrites_only_that_service(env: Env) -> None:
     writes = env.set(replace(web, backends=(backend("a"), backend("c"))), other)
     text = "".join(writes)
     declared = {ln[1:].split()[0] for ln in text.splitlines() if ln.startswith(":")}
-    web_chains = {svc.svc_chain(web.id), svc.sep_chain(web.id, backend("b"))}
-    web_chains.add(svc.sep_chain(web.id, backend("c")))
-    assert declared == web_chains, text  # b's chain gone, c's new, the pick rewritten
+    assert declared == {svc.svc_chain(web.id)}, text  # its pick rewritten, nothing else
     assert svc.svc_chain(other.id) not in text and svc.SERVICES not in declared
     assert served(env.lab.probe("d", "10.96.0.16", 80, tries=20)) == {"a", "c"}
     # A cluster IP change edits its dispatch line in place: -D the old, -I the new.
@@ -325,12 +323,13 @@ def test_delta_rewrites_only_that_service(env: Env) -> None:
 def test_refresh_repairs_and_restart_keeps_rules(env: Env) -> None:
     web = service("web", "10.96.0.19", backend("b"))
     env.set(web)
-    sep = svc.sep_chain(web.id, backend("b"))
-    line = next(ln for ln in env.nat().splitlines() if f"-j {svc.svc_chain(web.id)}" in ln)
-    env.lab.ipt("-t", "nat", *shlex.split(line.replace("-A", "-D", 1)), legacy=env.legacy)
+    nat = env.nat().splitlines()
+    for line in (
+        next(ln for ln in nat if f"-j {svc.svc_chain(web.id)}" in ln),  # its dispatch line
+        next(ln for ln in nat if ln.startswith("-A PREROUTING") and svc.SERVICES in ln),
+    ):
+        env.lab.ipt("-t", "nat", *shlex.split(line.replace("-A", "-D", 1)), legacy=env.legacy)
     env.lab.ipt("-t", "nat", "-F", svc.svc_chain(web.id), legacy=env.legacy)
-    env.lab.ipt("-t", "nat", "-F", sep, legacy=env.legacy)
-    env.lab.ipt("-t", "nat", "-X", sep, legacy=env.legacy)
     assert env.lab.probe("a", "10.96.0.19", 80, timeout=0.5)[0].outcome != "connected"
     assert asyncio.run(env.dp.reconcile(env.state)) == 3
     assert served(env.lab.probe("a", "10.96.0.19", 80)) == {"b"}
@@ -341,3 +340,25 @@ def test_refresh_repairs_and_restart_keeps_rules(env: Env) -> None:
     assert fresh.writes == []
     assert asyncio.run(fresh.reconcile(env.state)) == 0
     assert served(env.lab.probe("a", "10.96.0.19", 80)) == {"b"}
+
+
+def test_rendering_pick_affinity_and_denials() -> None:
+    """Without a kernel: equal-weight probabilities, affinity before the pick, and which of
+    reject / drop / DNAT each kind of traffic gets."""
+    three = service("t", "10.96.1.1", *(backend(p) for p in "abc"), affinity_timeout_s=30)
+    pick = svc.render_service(three).chains[svc.svc_chain(three.id)]
+    assert pick[0].startswith("-j CONNMARK --set-xmark 0x8000/0x8000")  # cluster-IP traffic
+    assert all("--update --seconds 30 --reap -p tcp -j DNAT" in rule for rule in pick[1:4])
+    probabilities = [rule.split("--probability ")[1].split()[0] for rule in pick[4:6]]
+    assert probabilities == ["0.3333333333", "0.5000000000"] and "statistic" not in pick[6]
+    assert all("--set -p tcp -j DNAT --to-destination" in rule for rule in pick[4:7])
+    udp_empty = service("e", "10.96.1.2", protocol=UDP, node_port=30001)
+    rendered = svc.render_service(udp_empty)
+    assert not rendered.chains and not rendered.services and not rendered.nodeports
+    assert len(rendered.reject) == 2
+    assert all("--reject-with icmp-port-unreachable" in r for r in rendered.reject)
+    remote = service("r", "10.96.1.3", backend("d", local=False), node_port=30002,
+                     external_local=True)  # fmt: skip
+    rendered = svc.render_service(remote)
+    assert len(rendered.services) == 1 and not rendered.nodeports  # cluster IP still served
+    assert len(rendered.reject) == 1 and "-j DROP" in rendered.reject[0]

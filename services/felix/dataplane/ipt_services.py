@@ -40,21 +40,20 @@ from dataclasses import dataclass, field
 
 from libcalico.selector import make_unique_id
 from services.felix.calc.model import ServiceBackend, ServicePort
-from services.felix.dataplane.ipt_render import SVC_REJECT, tagged
+from services.felix.dataplane.ipt_render import CTMARK_CLUSTER_IP, CTMARK_MASQ, SVC_REJECT, tagged
 
 SERVICES = "cali-SERVICES"
 NODEPORTS = "cali-NODEPORTS"
 POSTROUTING = "cali-SVC-POSTROUTING"
-NONPOD = "cali-SVC-NONPOD"
 REJECT = SVC_REJECT
 NAT_HOOKS = {"PREROUTING": SERVICES, "OUTPUT": SERVICES, "POSTROUTING": POSTROUTING}
 # nat chains of this module; other cali- chains in nat (cali-nat-outgoing) are not ours.
 NAT_PREFIXES = ("cali-SERVICES", "cali-NODEPORTS", "cali-SVC-", "cali-EXT-", "cali-SEP-")
 # Chains whose lines are independent: written line by line (-D / -I 1) on a delta.
 UNORDERED = frozenset({SERVICES, NODEPORTS, REJECT})
-CTMARK_MASQ = 0x4000
 _PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
 _MARK_MASQ = f"-j CONNMARK --set-xmark {CTMARK_MASQ:#x}/{CTMARK_MASQ:#x}"
+_MARK_CLUSTER = f"-j CONNMARK --set-xmark {CTMARK_CLUSTER_IP:#x}/{CTMARK_CLUSTER_IP:#x}"
 _NODEPORTS_JUMP = tagged(f"! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j {NODEPORTS}")
 
 
@@ -70,8 +69,9 @@ def ext_chain(sp_id: str) -> str:
     return f"cali-EXT-{_digest('ext', sp_id)}"
 
 
-def sep_chain(sp_id: str, backend: ServiceBackend) -> str:
-    return f"cali-SEP-{_digest('sep', f'{sp_id}|{backend.address}:{backend.port}')}"
+def affinity_list(sp_id: str, backend: ServiceBackend) -> str:
+    """The ``-m recent`` list of the clients that last used this backend of this port."""
+    return f"cali-aff-{_digest('aff', f'{sp_id}|{backend.address}:{backend.port}')}"
 
 
 def hook_rule(hook: str) -> str:
@@ -89,31 +89,28 @@ class RenderedService:
 
 
 def _pick(sp: ServicePort, backends: tuple[ServiceBackend, ...]) -> list[str]:
-    """Choose a backend: affinity first (the endpoint this client used recently), else at
-    random with equal weight (probability 1/(n-i) for the i-th of n, the last one bare)."""
-    rules: list[str] = []
-    chains = [sep_chain(sp.id, b) for b in backends]
-    if sp.affinity_timeout_s is not None:
-        rules += [
-            f"-m recent --name {c} --rcheck --seconds {sp.affinity_timeout_s} --reap -j {c}"
-            for c in chains
-        ]
-    n = len(chains)
-    for i, chain in enumerate(chains):
-        if i < n - 1:
-            rules.append(f"-m statistic --mode random --probability {1 / (n - i):.10f} -j {chain}")
-        else:
-            rules.append(f"-j {chain}")
-    return rules
-
-
-def _endpoint(sp: ServicePort, backend: ServiceBackend) -> list[str]:
+    """DNAT to a backend: the one this client used within the affinity timeout (``--update``
+    refreshes it), else one at random with equal weight (probability 1/(n-i) for the i-th of
+    n, the last one bare), remembering the client for affinity (``--set``)."""
     proto = _PROTO[sp.protocol]
-    recent = f"-m recent --name {sep_chain(sp.id, backend)} --set " if sp.affinity_timeout_s else ""
-    return [
-        f"-s {backend.address}/32 {_MARK_MASQ}",  # hairpin: the reply must come back via us
-        f"-p {proto} {recent}-j DNAT --to-destination {backend.address}:{backend.port}",
-    ]
+    timeout = sp.affinity_timeout_s
+    rules: list[str] = []
+
+    def dnat(b: ServiceBackend) -> str:
+        return f"-p {proto} -j DNAT --to-destination {b.address}:{b.port}"
+
+    if timeout is not None:
+        rules += [
+            f"-m recent --name {affinity_list(sp.id, b)} --update --seconds {timeout} --reap "
+            + dnat(b)
+            for b in backends
+        ]
+    n = len(backends)
+    for i, b in enumerate(backends):
+        stat = f"-m statistic --mode random --probability {1 / (n - i):.10f} " if i < n - 1 else ""
+        remember = f"-m recent --name {affinity_list(sp.id, b)} --set " if timeout else ""
+        rules.append(stat + remember + dnat(b))
+    return rules
 
 
 def render_service(sp: ServicePort) -> RenderedService:
@@ -125,7 +122,6 @@ def render_service(sp: ServicePort) -> RenderedService:
     refuse = "tcp-reset" if sp.protocol == 6 else "icmp-port-unreachable"
     internal = tuple(b for b in sp.backends if b.local or not sp.internal_local)
     external = tuple(b for b in sp.backends if b.local or not sp.external_local)
-    used: list[ServiceBackend] = []
 
     def deny(dst: str, port: int) -> str:
         verdict = f"REJECT --reject-with {refuse}" if not sp.backends else "DROP"
@@ -133,9 +129,8 @@ def render_service(sp: ServicePort) -> RenderedService:
 
     if internal:
         chain = svc_chain(sp.id)
-        out.chains[chain] = [tagged(f"-j {NONPOD}"), *(tagged(r) for r in _pick(sp, internal))]
+        out.chains[chain] = [tagged(r) for r in (_MARK_CLUSTER, *_pick(sp, internal))]
         out.services += [tagged(f"-d {ip}/32 {match} -j {chain}") for ip in sp.cluster_ips]
-        used += internal
     else:
         out.reject += [deny(f"-d {ip}/32", sp.port) for ip in sp.cluster_ips]
     has_external = bool(sp.external_ips) or sp.node_port is not None
@@ -146,28 +141,28 @@ def render_service(sp: ServicePort) -> RenderedService:
         out.services += [tagged(f"-d {ip}/32 {match} -j {chain}") for ip in sp.external_ips]
         if sp.node_port is not None:
             out.nodeports.append(tagged(f"-p {proto} -m {proto} --dport {sp.node_port} -j {chain}"))
-        used += external
     elif has_external:
         out.reject += [deny(f"-d {ip}/32", sp.port) for ip in sp.external_ips]
         if sp.node_port is not None:
             out.reject.append(deny("-m addrtype --dst-type LOCAL", sp.node_port))
-    for backend in dict.fromkeys(used):
-        out.chains[sep_chain(sp.id, backend)] = [tagged(r) for r in _endpoint(sp, backend)]
     return out
 
 
 def static_nat_chains(pod_cidrs: Iterable[str]) -> dict[str, list[str]]:
     """The chains every node has, services or not (dispatch tails, masquerade)."""
-    nonpod = [f"-s {cidr} -j RETURN" for cidr in sorted(c for c in pod_cidrs if ":" not in c)]
+    cluster = f"-m connmark --mark {CTMARK_CLUSTER_IP:#x}/{CTMARK_CLUSTER_IP:#x}"
+    masquerade = "-j MASQUERADE --random-fully"
+    cidrs = sorted(c for c in pod_cidrs if ":" not in c)
+    postrouting = [
+        f"-m connmark --mark 0x0/{CTMARK_MASQ | CTMARK_CLUSTER_IP:#x} -j RETURN",  # most traffic
+        f"-m connmark --mark {CTMARK_MASQ:#x}/{CTMARK_MASQ:#x} {masquerade}",
+        *(f"{cluster} -s {cidr} -j RETURN" for cidr in cidrs),  # pods keep their address
+        f"{cluster} {masquerade}",
+    ]
     return {
         SERVICES: [_NODEPORTS_JUMP],
         NODEPORTS: [],
-        NONPOD: [tagged(r) for r in (*nonpod, _MARK_MASQ)],
-        POSTROUTING: [
-            tagged(
-                f"-m connmark --mark {CTMARK_MASQ:#x}/{CTMARK_MASQ:#x} -j MASQUERADE --random-fully"
-            )
-        ],
+        POSTROUTING: [tagged(r) for r in postrouting],
     }
 
 
