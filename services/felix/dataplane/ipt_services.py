@@ -183,9 +183,12 @@ def nat_chains(
         chains.update(r.chains)
         services += r.services
         chains[NODEPORTS] += r.nodeports
-    chains[SERVICES] = [*services, _NODEPORTS_JUMP]  # node ports last: after exact addresses
+    # Node ports last: after exact addresses. Lines are unique (two Services may claim one
+    # external IP: identical reject lines), as the driver's line-by-line diff needs.
+    chains[SERVICES] = [*dict.fromkeys(services), _NODEPORTS_JUMP]
+    chains[NODEPORTS] = list(dict.fromkeys(chains[NODEPORTS]))
     return chains
 
 
 def reject_rules(rendered: Iterable[RenderedService]) -> list[str]:
-    return [rule for r in rendered for rule in r.reject]
+    return list(dict.fromkeys(rule for r in rendered for rule in r.reject))
