@@ -26,6 +26,7 @@ from tests.felix_policy.netlab import sh
 NODE_IP = "10.99.0.1"
 OUTSIDE_IP = "10.99.0.2"
 OUTSIDE = "@outside"
+NODE = "@node"  # a process on the node itself (host network)
 PORTS = (("TCP", 80), ("TCP", 8080), ("UDP", 80))
 
 
@@ -155,6 +156,7 @@ class SvcLab:
         )
         sh("ip", "netns", "exec", self.node_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.outside = NetnsWorker(f"/run/netns/{self.outside_ns}", "outside")
+        self.node = NetnsWorker(f"/run/netns/{self.node_ns}", "node")
 
     @property
     def node_path(self) -> str:
@@ -218,8 +220,8 @@ class SvcLab:
     def probe(
         self, src: str, dst: str, port: int, proto: str = "TCP", tries: int = 1, timeout: float = 1
     ) -> list[Answer]:
-        """``tries`` new flows (one after the other) from ``src``, a pod name or OUTSIDE."""
-        worker = self.outside if src == OUTSIDE else self.pods[src][1]
+        """``tries`` new flows (one after the other) from ``src``: a pod, OUTSIDE or NODE."""
+        worker = {OUTSIDE: self.outside, NODE: self.node}.get(src) or self.pods[src][1]
         futures = [worker.submit(lambda: _probe(dst, proto, port, timeout)) for _ in range(tries)]
         return [f.result() for f in futures]
 
@@ -240,6 +242,7 @@ class SvcLab:
     def close(self) -> None:
         self._servers.close()
         self.outside.close()
+        self.node.close()
         for _, worker in self.pods.values():
             worker.close()
         for ns in reversed(self._namespaces):

@@ -33,7 +33,15 @@ from services.felix.dataplane import ipt_services as svc
 from services.felix.dataplane.ipt_dataplane import IptablesDataplane
 from services.felix.natout.rules import IPT_CHAIN, render_iptables
 from tests.felix_policy.netlab import sh
-from tests.felix_policy.svclab import ECONNREFUSED, NODE_IP, OUTSIDE, OUTSIDE_IP, Answer, SvcLab
+from tests.felix_policy.svclab import (
+    ECONNREFUSED,
+    NODE,
+    NODE_IP,
+    OUTSIDE,
+    OUTSIDE_IP,
+    Answer,
+    SvcLab,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -263,8 +271,19 @@ def test_node_ports(env: Env) -> None:
     assert served(local) == {"a"} and clients(local) == {OUTSIDE_IP}  # client address kept
     assert env.lab.probe(OUTSIDE, NODE_IP, 30082, timeout=0.5)[0].outcome == "no-answer"
     assert env.lab.probe(OUTSIDE, NODE_IP, 30083)[0].outcome == "refused"
-    # The cluster IP of a NodePort service keeps the pod's source.
+    # The cluster IP of a NodePort service keeps the pod's source; a pod reaches the node
+    # port on its own node's address too (masqueraded, as external traffic).
     assert clients(env.lab.probe("c", "10.96.0.8", 80)) == {PODS["c"]}
+    assert served(env.lab.probe("c", NODE_IP, 30080)) == {"b"}
+
+
+def test_from_the_node_itself(env: Env) -> None:
+    """nat OUTPUT: a host process reaches a cluster IP (masqueraded: its source is no pod's)
+    and is refused by one without backends (filter OUTPUT)."""
+    env.set(service("web", "10.96.0.20", backend("b")), service("none", "10.96.0.21"))
+    answers = env.lab.probe(NODE, "10.96.0.20", 80, tries=3)
+    assert served(answers) == {"b"} and clients(answers) <= {NODE_IP}
+    assert env.lab.probe(NODE, "10.96.0.21", 80)[0].errno == ECONNREFUSED
 
 
 def test_external_ips(env: Env) -> None:
