@@ -381,3 +381,19 @@ def test_rendering_pick_affinity_and_denials() -> None:
     rendered = svc.render_service(remote)
     assert len(rendered.services) == 1 and not rendered.nodeports  # cluster IP still served
     assert len(rendered.reject) == 1 and "-j DROP" in rendered.reject[0]
+
+
+def test_pod_cidrs_decide_cluster_ip_masquerade(env: Env) -> None:
+    env.set(service("web", "10.96.0.22", backend("b")))
+    assert clients(env.lab.probe("a", "10.96.0.22", 80)) == {PODS["a"]}
+    env.state.pod_cidrs = ()  # the pool is gone: pods are off the pod network now
+    env.dp.writes.clear()
+    try:
+        asyncio.run(env.dp.apply(env.state, StateDelta(pod_cidrs=True)))
+        declared = {ln for w in env.dp.writes for ln in w.splitlines() if ln.startswith(":")}
+        assert declared == {f":{svc.POSTROUTING} - [0:0]"}  # only the masquerade chain
+        assert PODS["a"] not in clients(env.lab.probe("a", "10.96.0.22", 80))
+    finally:
+        env.state.pod_cidrs = (POOL,)
+        asyncio.run(env.dp.apply(env.state, StateDelta(pod_cidrs=True)))
+    assert clients(env.lab.probe("a", "10.96.0.22", 80)) == {PODS["a"]}
