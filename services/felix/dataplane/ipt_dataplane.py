@@ -9,6 +9,9 @@ save`` and repairs what differs; a full set rewrite goes through a temporary set
 Union sets (``cali40u:``, see ``rule_opt``) are derived ``hash:net`` sets holding the members
 of their constituents: recomputed when a constituent changes, written in the same ``ipset
 restore`` as the constituents (before the rules), destroyed once no endpoint chain uses them.
+Services (``ipt_services``) add nat-table chains and the filter chain ``cali-SVC-REJECT``:
+rendered per ServicePort (cached like endpoints), written in the same ``iptables-restore``
+(``*nat`` then ``*filter``); their dispatch chains change line by line (``-D`` / ``-I 1``).
 Works with both iptables flavours (nft by default, ``legacy=True`` for x_tables).
 """
 
@@ -18,9 +21,12 @@ import asyncio
 import logging
 import re
 import subprocess
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
 
-from services.felix.calc.model import DataplaneState, StateDelta
+from services.felix.calc.model import DataplaneState, ServicePort, StateDelta
 from services.felix.dataplane import ipt_render as r
+from services.felix.dataplane import ipt_services as svc
 from services.felix.dataplane.names import endpoint_chain, ipset_name, policy_chain
 from services.felix.dataplane.netns import command_in_netns
 
@@ -28,6 +34,10 @@ log = logging.getLogger(__name__)
 
 _TAG_RE = re.compile(r'--comment "?(cali:[A-Za-z0-9_-]+)')
 _OWNED_SETS = ("cali40s:", "cali40n:", "cali40a:", "cali40u:")
+Chains = dict[str, list[str]]
+# Changed UDP service ports as (before, after) pairs, None for absent: where conntrack
+# entries may point at removed backends (or at a rejected flow of a service that now has some).
+UdpChangeHook = Callable[[list[tuple[ServicePort | None, ServicePort | None]]], Awaitable[None]]
 
 
 class CommandError(RuntimeError):
@@ -65,9 +75,17 @@ class IptablesDataplane:
         # Union sets each endpoint's chains use (uid -> constituents), and their contents.
         self._endpoint_unions: dict[str, dict[str, tuple[str, ...]]] = {}
         self._union_sets: dict[str, r.SetContent] = {}
+        # Services: rendering per ServicePort id, and the ServicePorts last written.
+        self._services: dict[str, svc.RenderedService] = {}
+        self._service_ports: dict[str, ServicePort] = {}
+        self._pod_cidrs: tuple[str, ...] = ()
         # What the kernel has (as last written or read); None until the first reconcile.
-        self._chains: dict[str, list[str]] | None = None
+        self._chains: Chains | None = None
+        self._nat: Chains = {}
         self._sets: dict[str, r.SetContent] = {}
+        # TODO(issue 14, lead): wire svc-nft's dataplane-independent UDP conntrack cleanup
+        # here; it is awaited after each apply that changed UDP service ports (see _after).
+        self.on_udp_services_changed: UdpChangeHook | None = None
 
     # -- commands --------------------------------------------------------------------------
 
@@ -86,16 +104,17 @@ class IptablesDataplane:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        chains, _ = await self._read_kernel()
+        chains, nat, _ = await self._read_kernel()
+        lines: list[str] = []
+        if svc.SERVICES not in nat:
+            # First start: the service chains, empty (no service until in sync).
+            lines += _table_lines("nat", svc.static_nat_chains(()), self._nat_hooks(nat))
         if r.FORWARD not in chains:
             # First start: hook in dispatch chains that know no endpoint, so every cali*
             # interface is dropped until we are in sync. A restart leaves the rules alone.
-            static = r.static_chains(())
-            lines = ["*filter", *(f":{c} - [0:0]" for c in static)]
-            for chain, rules in static.items():
-                lines += [f"-A {chain} {rule}" for rule in rules]
-            lines += self._hook_lines(chains)
-            await self._exec([self._restore, "--noflush"], "\n".join([*lines, "COMMIT", ""]))
+            lines += _table_lines("filter", r.static_chains(()), self._hook_lines(chains))
+        if lines:
+            await self._exec([self._restore, "--noflush"], "\n".join([*lines, ""]))
 
     async def close(self) -> None:
         pass
@@ -113,12 +132,23 @@ class IptablesDataplane:
         return len(self._sets)
 
     @staticmethod
-    def _hook_lines(chains: dict[str, list[str]]) -> list[str]:
+    def _hook_lines(chains: Chains) -> list[str]:
         """Jumps from the built-in chains to ours, for those that lack them."""
         lines = []
         for hook in r.HOOKS:
             rule = r.hook_rule(hook)
             if _tags([rule])[0] not in _tags(chains.get(hook, [])):
+                lines.append(f"-I {hook} 1 {rule}")
+        return lines
+
+    @staticmethod
+    def _nat_hooks(nat: Chains) -> list[str]:
+        """nat PREROUTING/OUTPUT -> cali-SERVICES, POSTROUTING -> cali-SVC-POSTROUTING, first
+        (so a service's masquerade comes before cali-nat-outgoing; they never overlap)."""
+        lines = []
+        for hook in svc.NAT_HOOKS:
+            rule = svc.hook_rule(hook)
+            if _tags([rule])[0] not in _tags(nat.get(hook, [])):
                 lines.append(f"-I {hook} 1 {rule}")
         return lines
 
@@ -189,6 +219,22 @@ class IptablesDataplane:
             self._endpoint_nets[iface] = renderer.net_sets
             self._endpoint_unions[iface] = unions
         self._refresh_unions(None if delta is None else set(set_ids))
+        self._refresh_services(state, delta)
+
+    def _refresh_services(self, state: DataplaneState, delta: StateDelta | None) -> None:
+        if delta is None:
+            self._services.clear()
+        ids = state.service_ports if delta is None else delta.service_ports
+        for sp_id in ids:
+            sp = state.service_ports.get(sp_id)
+            self._services.pop(sp_id, None)
+            if sp is None:
+                continue
+            try:
+                self._services[sp_id] = svc.render_service(sp)
+            except ValueError as exc:  # never half-applied: the service is left out whole
+                log.error("service port %s not programmed: %s", sp_id, exc)
+        self._pod_cidrs = state.pod_cidrs
 
     def _refresh_unions(self, changed_sets: set[str] | None) -> None:
         """Union set contents: recomputed when new or a constituent changed; dropped once
@@ -210,8 +256,9 @@ class IptablesDataplane:
                     members |= content[1]
             self._union_sets[uid] = ("hash:net", frozenset(members))
 
-    def _intended(self) -> tuple[dict[str, list[str]], dict[str, r.SetContent]]:
+    def _intended(self) -> tuple[Chains, dict[str, r.SetContent], Chains]:
         chains = r.static_chains(self._endpoint_chains)
+        chains[r.SVC_REJECT] = svc.reject_rules(self._services.values())
         for program in self._program_chains.values():
             chains.update(program)
         for endpoint in self._endpoint_chains.values():
@@ -220,7 +267,7 @@ class IptablesDataplane:
         for nets in (*self._program_nets.values(), *self._endpoint_nets.values()):
             sets.update(nets)
         sets.update((ipset_name(uid), content) for uid, content in self._union_sets.items())
-        return chains, sets
+        return chains, sets, svc.nat_chains(self._services.values(), self._pod_cidrs)
 
     # -- applying --------------------------------------------------------------------------
 
@@ -229,24 +276,41 @@ class IptablesDataplane:
             await self.reconcile(state)
             return
         self._refresh_cache(state, delta)
-        chains, sets = self._intended()
+        chains, sets, nat = self._intended()
+        have = (self._chains, self._nat, self._sets)
         try:
-            await self._write(chains, sets, self._chains, self._sets, hooks=[], kernel=False)
+            await self._write(chains, nat, sets, *have, hooks=[], kernel=False)
         except CommandError as exc:
             log.warning("iptables batch failed (%s); reconciling with the kernel", exc)
             self._chains = None
             await self.reconcile(state)
+        await self._after(state, delta.service_ports)
+
+    async def _after(self, state: DataplaneState, changed: Iterable[str]) -> None:
+        """Remember the ServicePorts written; hand the changed UDP ones to the conntrack hook."""
+        pairs = []
+        for sp_id in changed:
+            old, new = self._service_ports.pop(sp_id, None), state.service_ports.get(sp_id)
+            if new is not None:
+                self._service_ports[sp_id] = new
+            if old != new and 17 in (getattr(old, "protocol", 0), getattr(new, "protocol", 0)):
+                pairs.append((old, new))
+        if pairs and self.on_udp_services_changed is not None:
+            await self.on_udp_services_changed(pairs)
 
     async def _write(
         self,
-        chains: dict[str, list[str]],
+        chains: Chains,
+        nat: Chains,
         sets: dict[str, r.SetContent],
-        have_chains: dict[str, list[str]],
+        have_chains: Chains,
+        have_nat: Chains,
         have_sets: dict[str, r.SetContent],
         hooks: list[str],
         kernel: bool,
+        nat_hooks: tuple[str, ...] = (),
     ) -> int:
-        """Write what differs. ``have_chains`` is our own last rendering (compared as text)
+        """Write what differs. ``have_*`` is our own last rendering (compared as text)
         or, with ``kernel``, rules read back from iptables-save (compared by tag)."""
         changes = 0
         # 1. Sets that are new or changed (members added/removed; a type change: swap).
@@ -272,43 +336,31 @@ class IptablesDataplane:
             changes += 1
         if set_lines:
             await self._exec(["ipset", "restore"], "\n".join(set_lines) + "\n")
-        # 2. Chains: changed ones rewritten, new ones created, gone ones flushed and deleted.
-        lines = ["*filter"]
-        if kernel:
-            changed = [
-                n
-                for n, rules in chains.items()
-                if n not in have_chains or _tags(have_chains[n]) != _tags(rules)
-            ]
-        else:
-            changed = [n for n, rules in chains.items() if have_chains.get(n) != rules]
-        gone = [n for n in have_chains if n not in chains and n.startswith("cali-")]
-        lines += [f":{n} - [0:0]" for n in changed]
-        for name in changed:
-            lines += [f"-A {name} {rule}" for rule in chains[name]]
-        lines += [f":{n} - [0:0]" for n in gone]
-        lines += [f"-X {n}" for n in gone]
-        lines += hooks
-        changes += len(changed) + len(gone) + len(hooks)
-        if len(lines) > 1:
-            await self._exec([self._restore, "--noflush"], "\n".join([*lines, "COMMIT", ""]))
+        # 2. Chains: changed ones rewritten, new ones created, gone ones flushed and deleted
+        # (nat first: a service's DNAT before its filter reject goes, and the reverse).
+        nat_lines, nat_changes = _diff_lines(nat, have_nat, kernel, list(nat_hooks))
+        filter_lines, filter_changes = _diff_lines(chains, have_chains, kernel, hooks)
+        lines = []
+        if nat_changes:
+            lines += ["*nat", *nat_lines, "COMMIT"]
+        if filter_changes:
+            lines += ["*filter", *filter_lines, "COMMIT"]
+        changes += nat_changes + filter_changes
+        if lines:
+            await self._exec([self._restore, "--noflush"], "\n".join([*lines, ""]))
         # 3. Sets no rule uses any more.
         stale = [n for n in have_sets if n not in sets]
         if stale:
             await self._exec(["ipset", "restore"], "".join(f"destroy {n}\n" for n in stale))
             changes += len(stale)
         self._chains = {n: chains[n] for n in chains}
+        self._nat = dict(nat)
         self._sets = dict(sets)
         return changes
 
-    async def _read_kernel(self) -> tuple[dict[str, list[str]], dict[str, r.SetContent]]:
-        chains: dict[str, list[str]] = {}
-        for line in (await self._exec([self._save, "-t", "filter"])).splitlines():
-            if line.startswith(":"):
-                chains.setdefault(line[1:].split()[0], [])
-            elif line.startswith("-A "):
-                chain, _, rest = line[3:].partition(" ")
-                chains.setdefault(chain, []).append(rest)
+    async def _read_kernel(self) -> tuple[Chains, Chains, dict[str, r.SetContent]]:
+        chains = _parse_save(await self._exec([self._save, "-t", "filter"]))
+        nat = _parse_save(await self._exec([self._save, "-t", "nat"]))
         sets: dict[str, tuple[str, set[str]]] = {}
         for line in (await self._exec(["ipset", "save"])).splitlines():
             parts = line.split()
@@ -319,15 +371,89 @@ class IptablesDataplane:
                 if sets[parts[1]][0] == "hash:net" and "/" not in member:
                     member += "/32"
                 sets[parts[1]][1].add(member)
-        return chains, {k: (v[0], frozenset(v[1])) for k, v in sets.items()}
+        return chains, nat, {k: (v[0], frozenset(v[1])) for k, v in sets.items()}
 
     async def reconcile(self, state: DataplaneState) -> int:
         self._refresh_cache(state, None)
-        chains, sets = self._intended()
-        have_chains, have_sets = await self._read_kernel()
+        chains, sets, nat = self._intended()
+        have_chains, have_nat, have_sets = await self._read_kernel()
         hooks = self._hook_lines(have_chains)
+        nat_hooks = tuple(self._nat_hooks(have_nat))
         owned = {n: rules for n, rules in have_chains.items() if n.startswith("cali-")}
-        return await self._write(chains, sets, owned, have_sets, hooks, kernel=True)
+        owned_nat = {n: rules for n, rules in have_nat.items() if n.startswith(svc.NAT_PREFIXES)}
+        changes = await self._write(
+            chains, nat, sets, owned, owned_nat, have_sets, hooks, kernel=True, nat_hooks=nat_hooks
+        )
+        await self._after(state, set(self._service_ports) | set(state.service_ports))
+        return changes
+
+
+def _parse_save(text: str) -> Chains:
+    chains: Chains = {}
+    for line in text.splitlines():
+        if line.startswith(":"):
+            chains.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            chain, _, rest = line[3:].partition(" ")
+            chains.setdefault(chain, []).append(rest)
+    return chains
+
+
+def _table_lines(table: str, chains: Chains, hooks: list[str]) -> list[str]:
+    """A whole-chains section for iptables-restore (first start)."""
+    lines = [f"*{table}", *(f":{c} - [0:0]" for c in chains)]
+    for chain, rules in chains.items():
+        lines += [f"-A {chain} {rule}" for rule in rules]
+    return [*lines, *hooks, "COMMIT"]
+
+
+def _same_unordered(name: str, have: list[str], want: list[str]) -> bool:
+    """A dispatch chain read from the kernel: the same lines in any order (line-by-line
+    updates insert at the top), cali-SERVICES' node-port jump still last."""
+    have_tags, want_tags = _tags(have), _tags(want)
+    tail = 1 if name == svc.SERVICES else 0
+    return Counter(have_tags) == Counter(want_tags) and have_tags[-tail:] == want_tags[-tail:]
+
+
+def _diff_lines(
+    want: Chains, have: Chains, kernel: bool, hooks: list[str]
+) -> tuple[list[str], int]:
+    """One table's restore lines (without ``*table``/COMMIT) and the number of changes.
+
+    ``have`` holds only chains we own: what it has and ``want`` lacks is deleted. A dispatch
+    chain (``svc.UNORDERED``) that exists is changed line by line on a delta (``-D`` the
+    lines gone, ``-I 1`` the new ones: cali-SERVICES' last line stays last) and rewritten
+    whole when a refresh finds it different.
+    """
+    changed: list[str] = []
+    deletes: list[str] = []
+    inserts: list[str] = []
+    for name, rules in want.items():
+        old = have.get(name)
+        if old is None:
+            changed.append(name)
+        elif kernel:
+            if name in svc.UNORDERED:
+                if not _same_unordered(name, old, rules):
+                    changed.append(name)
+            elif _tags(old) != _tags(rules):
+                changed.append(name)
+        elif old != rules:
+            if name in svc.UNORDERED:
+                old_set, new_set = set(old), set(rules)
+                deletes += [f"-D {name} {rule}" for rule in old if rule not in new_set]
+                inserts += [f"-I {name} 1 {rule}" for rule in rules if rule not in old_set][::-1]
+            else:
+                changed.append(name)
+    gone = [n for n in have if n not in want]
+    lines = [f":{n} - [0:0]" for n in (*changed, *gone)]
+    lines += deletes
+    for name in changed:
+        lines += [f"-A {name} {rule}" for rule in want[name]]
+    lines += inserts
+    lines += [f"-X {n}" for n in gone]
+    lines += hooks
+    return lines, len(changed) + len(gone) + len(deletes) + len(inserts) + len(hooks)
 
 
 __all__ = ["IptablesDataplane", "policy_chain"]

@@ -6,6 +6,8 @@ Same structure as the nftables table, in Calico's chain names:
   INPUT   -> cali-INPUT:   from cali+: conntrack; cali-from-wl-dispatch; accept
   OUTPUT  -> cali-OUTPUT:  to a known cali interface: return; to any other cali+: drop
   dispatch chains: one ``-i <if> -g cali-fw-<if>`` per endpoint, then drop (unknown cali*)
+  each of the three first: new connections -> cali-SVC-REJECT (services without a usable
+  backend; its content comes from ipt_services)
 Allow and Pass are a MARK rule followed by a RETURN guarded by that mark (iptables has no
 "set mark and return" in one rule). Rule nets become ``hash:net`` ipsets named after their
 content (``cali40a:<hash>``), so a rule with several CIDRs stays one rule.
@@ -51,6 +53,14 @@ INPUT = "cali-INPUT"
 OUTPUT = "cali-OUTPUT"
 FROM_WL = "cali-from-wl-dispatch"
 TO_WL = "cali-to-wl-dispatch"
+# Services with no (allowed) backend: rejects/drops of new connections, before any policy
+# (content: ipt_services; the chain and its jumps are part of every node's skeleton).
+SVC_REJECT = "cali-SVC-REJECT"
+# Conntrack-mark bits of the service masquerade (nat POSTROUTING acts on them): 0x4000
+# masquerade; 0x8000 cluster-IP traffic, masqueraded unless its source is a pod CIDR. A ct
+# mark, not a packet mark: the endpoint chains clear packet marks on the way.
+CTMARK_MASQ = 0x4000
+CTMARK_CLUSTER_IP = 0x8000
 HOOKS = {"FORWARD": FORWARD, "INPUT": INPUT, "OUTPUT": OUTPUT}
 _PORT_PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
 _MULTIPORT_MAX = 15
@@ -74,8 +84,10 @@ def _no_mark(bits: int) -> str:
 def static_chains(interfaces: Iterable[str]) -> dict[str, list[str]]:
     ct = "-m conntrack --ctstate"
     ifaces = sorted(interfaces)
+    svc = f"{ct} NEW -j {SVC_REJECT}"
     chains = {
         FORWARD: [
+            svc,
             f"{ct} RELATED,ESTABLISHED -j ACCEPT",
             f"{ct} INVALID -j DROP",
             f"-i cali+ -j {FROM_WL}",
@@ -83,12 +95,14 @@ def static_chains(interfaces: Iterable[str]) -> dict[str, list[str]]:
             f"{_mark(MARK_ACCEPT)} -j ACCEPT",
         ],
         INPUT: [
+            svc,
             f"-i cali+ {ct} RELATED,ESTABLISHED -j ACCEPT",
             f"-i cali+ {ct} INVALID -j DROP",
             f"-i cali+ -j {FROM_WL}",
             "-i cali+ -j ACCEPT",
         ],
-        OUTPUT: [*(f"-o {i} -j RETURN" for i in ifaces), "-o cali+ -j DROP"],
+        OUTPUT: [svc, *(f"-o {i} -j RETURN" for i in ifaces), "-o cali+ -j DROP"],
+        SVC_REJECT: [],
         FROM_WL: [*(f"-i {i} -g {endpoint_chain(i, False)}" for i in ifaces), "-j DROP"],
         TO_WL: [*(f"-o {i} -g {endpoint_chain(i, True)}" for i in ifaces), "-j DROP"],
     }
@@ -276,6 +290,10 @@ def endpoint_rules(
     ``rule_opt``; the union sets used are added to ``unions``, rule nets to the renderer."""
     renderer.inbound = inbound
     rules = [f"-j MARK --set-xmark 0x0/{MARK_MASK:#x}"]
+    if not inbound:
+        # Hairpin (a pod reached itself through a service): out where it came in. Masquerade
+        # it, or the pod would answer itself directly and the reply would miss the de-NAT.
+        rules.append(f"-o {ep.interface} -j CONNMARK --set-xmark {CTMARK_MASQ:#x}/{CTMARK_MASQ:#x}")
     segment: list[Item] = []
 
     def flush() -> None:
