@@ -46,6 +46,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from lab import bgp, network
 from lab.cluster import MAX_NODES, bring_down, bring_up
@@ -214,8 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--down-for", type=float, default=0.0, help="seconds to stay down (default 0)"
     )
 
-    conf = sub.add_parser("conformance", help="run a network-policy case file")
-    conf.add_argument("--cases", required=True, type=Path)
+    conf = sub.add_parser("conformance", help="run a network-policy or Services case file")
+    files = conf.add_mutually_exclusive_group(required=True)
+    files.add_argument("--cases", type=Path, help="a network-policy case file")
+    files.add_argument(
+        "--services", type=Path, help="a Services case file (services-report/1 report)"
+    )
     conf.add_argument("--report", required=True, type=Path)
     _add_lab_options(conf)
     conf.add_argument("--case", action="append", default=[], help="run only this case id")
@@ -654,18 +659,69 @@ def cmd_apiserver(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _select_cases(cases: list[Any], wanted_ids: list[str], path: Path) -> list[Any]:
+    """The cases `--case` names (all without one); LabError naming unknown ids."""
+    if not wanted_ids:
+        return cases
+    wanted = set(wanted_ids)
+    unknown = wanted - {c.id for c in cases}
+    if unknown:
+        raise LabError(f"--case: no case {', '.join(sorted(unknown))} in {path}")
+    return [c for c in cases if c.id in wanted]
+
+
+def cmd_conformance_services(args: argparse.Namespace) -> int:
+    from lab.conformance import svcreport
+    from lab.conformance.cases import CaseFileError
+    from lab.conformance.svccases import load_cases
+    from lab.conformance.svcrunner import probes_per_case, run_cases
+
+    try:
+        cases = _select_cases(load_cases(args.services), args.case, args.services)
+    except CaseFileError as exc:
+        raise LabError(str(exc)) from None
+    state_dir, name = _state_dir(args, "conformance")
+    problems: list[str] = []
+    with locked(state_dir, create=True):
+        started = time.monotonic()
+        lab = _bring_up(args, state_dir, name)
+        print(
+            f"lab up in {time.monotonic() - started:.1f}s: {len(lab.nodes)} node(s), "
+            f"dataplane {lab.state.dataplane}, datastore {lab.state.datastore.get('type')}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            results = asyncio.run(run_cases(lab, cases, deadline=args.deadline))
+        finally:
+            problems = bring_down(state_dir)
+            for problem in problems:
+                print(f"left behind: {problem}", file=sys.stderr)
+    written = svcreport.build(
+        results,
+        probes_per_case(cases),
+        str(args.services),
+        str(lab.state.dataplane or "nftables"),
+        str(lab.state.datastore.get("type")),
+        len(lab.nodes),
+    )
+    svcreport.write(args.report, written)
+    summary = written["summary"]
+    print(
+        f"{summary['passed']} passed, {summary['failed']} failed, {summary['skipped']} skipped "
+        f"probes ({len(results)} cases); report in {args.report}"
+    )
+    return EXIT_FAILED if svcreport.failed(written) or problems else EXIT_OK
+
+
 def cmd_conformance(args: argparse.Namespace) -> int:
     from lab.conformance import report
     from lab.conformance.cases import load_cases
     from lab.conformance.runner import run_cases
 
-    cases = load_cases(args.cases)
-    if args.case:
-        wanted = set(args.case)
-        unknown = wanted - {c.id for c in cases}
-        if unknown:
-            raise LabError(f"--case: no case {', '.join(sorted(unknown))} in {args.cases}")
-        cases = [c for c in cases if c.id in wanted]
+    if args.services:
+        return cmd_conformance_services(args)
+    cases = _select_cases(load_cases(args.cases), args.case, args.cases)
     state_dir, name = _state_dir(args, "conformance")
     with locked(state_dir, create=True):
         started = time.monotonic()
