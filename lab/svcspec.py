@@ -26,7 +26,7 @@ TRAFFIC_POLICIES = ("Cluster", "Local")
 AFFINITIES = ("None", "ClientIP")
 DEFAULT_AFFINITY_TIMEOUT = 10800
 MAX_AFFINITY_TIMEOUT = 86400
-NODE_PORT_RANGE = (30000, 32767)
+NODE_PORT_RANGE = (30000, 32767)  # as the lab's kube-apiserver (apiserver.py) is started
 HEADLESS = "None"
 # A DNS-1035 label (Service names) and an IANA service name (named ports).
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
