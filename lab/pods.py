@@ -239,10 +239,9 @@ async def remove_pods(lab: Lab, keys: Sequence[str], delete_objects: bool = True
                 pod_file(lab, pod, suffix).unlink()
         del lab.state.pods[pod.key]
     lab.save()
-    async with LabStore(lab.state) as store:
-        await endpointslices.sync(lab.state, store)
-    if delete_objects:
+    if delete_objects:  # not at `down`, where the datastore may already be gone
         async with LabStore(lab.state) as store:
+            await endpointslices.sync(lab.state, store)
             await store.delete_if_present(
                 [
                     {
