@@ -19,12 +19,23 @@ EndpointSlice controller runs (lab/endpointslices.py).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lab import apiserver, endpointslices, svcspec
 from lab.state import LabState
 from lab.store import LabStore
+
+# The project's shared Service validator (libcalico), where the branch has it.
+shared_check: Callable[[Mapping[str, Any]], object] | None
+try:
+    from libcalico.resources.validation.services import (  # type: ignore[import-not-found,unused-ignore]
+        check_service as _check_service,
+    )
+
+    shared_check = _check_service
+except ImportError:  # TODO(issue 14): drop once libcalico's Service validator is merged
+    shared_check = None
 
 SERVICE_RANGE = ipaddress.ip_network(apiserver.SERVICE_CLUSTER_IP_RANGE)
 # Reserved as in a cluster: the network address, and the first address (the `kubernetes`
@@ -160,6 +171,11 @@ async def apply_service(
     if not store.has_api:
         _allocate(wanted, current, others)
     _load_balancer_status(wanted, current, others)
+    if shared_check is not None and not store.has_api:  # the API server checks its own
+        try:
+            shared_check(wanted)
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
     stored = await store.put_object(wanted)
     await endpointslices.sync(state, store)
     return stored
