@@ -312,3 +312,155 @@ def test_services_on_the_kubernetes_api(kube_lab: tuple[Path, LabCli]) -> None:
         check=False,
     )
     assert bad.returncode == 2 and "nodePort" in bad.stderr
+
+
+# ---- the Services runner on its own: placeholders, readiness, the report ----
+
+POLICY_FROM_XA = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "from-xa", "namespace": "y"},
+    "spec": {
+        "podSelector": {},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"ipBlock": {"cidr": "{{hostcidr:x/a}}"}}]}],
+    },
+}
+WEB = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web", "namespace": "y"},
+    "spec": {"selector": {"pod": "b"}, "ports": [{"port": 80, "targetPort": "serve-80-tcp"}]},
+}
+RUNNER_CASES = [
+    {
+        "id": "runner-pods-placeholders",
+        "name": "what the runner does without Felix programming Services",
+        "steps": [
+            {
+                "apply": [WEB, POLICY_FROM_XA],
+                "endpoint_changes": [{"pod": "y/b", "ready": False}],
+                "probes": [
+                    {
+                        "from": "x/a",
+                        "to": "pod:y/b",
+                        "port": 80,
+                        "protocol": "TCP",
+                        "tries": 3,
+                        "expect": "connected",
+                        "served_by": ["y/b"],
+                        "all_of": ["y/b"],
+                        "same_backend": True,
+                        "client_seen": "source",
+                    },
+                    {
+                        "from": "x/b",
+                        "to": "ip:{{ip:y/b}}",
+                        "port": 80,
+                        "protocol": "UDP",
+                        "expect": "no-answer",
+                        "note": "the ipBlock admits x/a only",
+                    },
+                    {
+                        "from": "@outside",
+                        "to": "node:node-1",
+                        "port": 9,
+                        "protocol": "TCP",
+                        "expect": "refused",
+                    },
+                    {
+                        "from": "x/a",
+                        "to": "pod:y/b",
+                        "port": 80,
+                        "protocol": "SCTP",
+                        "expect": "connected",
+                    },
+                ],
+            },
+            {
+                "delete": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Service",
+                        "metadata": {"name": "web", "namespace": "y"},
+                    }
+                ],
+                "probes": [
+                    {
+                        "from": "x/a",
+                        "to": "ip:{{clusterip:y/web}}",
+                        "port": 80,
+                        "protocol": "TCP",
+                        "expect": "not-connected",
+                    },
+                ],
+            },
+        ],
+    },
+    {
+        "id": "runner-three-nodes",
+        "nodes": 3,
+        "steps": [
+            {"probes": [{"from": "x/a", "to": "pod:y/b", "port": 80, "expect": "connected"}]}
+        ],
+    },
+]
+
+
+def test_services_runner_report(tmp_path: Path) -> None:
+    _needs_lab()
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps(RUNNER_CASES))
+    report_path = tmp_path / "report.json"
+    state_dir = Path(f"/tmp/clr{os.getpid()}")
+    try:
+        proc = make_cli(state_dir)(
+            "conformance",
+            "--services",
+            str(cases),
+            "--report",
+            str(report_path),
+            "--dataplane",
+            "nftables",
+            check=False,
+            timeout=300,
+        )
+    finally:
+        force_down(state_dir)
+    report = json.loads(report_path.read_text())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report["format"] == "services-report/1" and report["single_node_only"]
+    assert report["summary"] == {"passed": 4, "failed": 0, "skipped": 2}
+    first, second = report["cases"]
+    assert second == {
+        "id": "runner-three-nodes",
+        "status": "skipped",
+        "skipped": "needs 3 nodes (this lab has 1)",
+    }
+    pods = first["addresses"]["pods"]
+    assert sorted(pods) == [f"{ns}/{p}" for ns in "xyz" for p in "abc"]
+    assert first["addresses"]["nodes"] == {"node-1": ["10.66.0.11"]}
+    assert first["addresses"]["outside"] == "10.66.0.1"
+    assert ipaddress.ip_address(first["cluster_ips"]["y/web"]) in SERVICE_RANGE
+    step1, step2 = first["steps"]
+    for probe, raw in zip(step1["probes"], RUNNER_CASES[0]["steps"][0]["probes"], strict=True):  # type: ignore[index]
+        assert probe["probe"] == raw  # unresolved, exactly as in the file
+    connected, dropped, refused, sctp = step1["probes"]
+    # A not-ready pod still answers on its own address.
+    assert (
+        connected["observed"]["results"]
+        == [{"outcome": "connected", "served_by": "y/b", "client_seen": pods["x/a"]}] * 3
+    )
+    assert dropped["target"] == f"{pods['y/b']}:80/UDP"
+    assert dropped["observed"]["results"] == [
+        {"outcome": "no-answer", "served_by": None, "client_seen": None}
+    ]
+    assert refused["target"] == "10.66.0.11:9/TCP"
+    assert refused["observed"]["results"][0]["outcome"] == "refused"
+    assert sctp == {
+        "probe": RUNNER_CASES[0]["steps"][0]["probes"][3],  # type: ignore[index]
+        "skipped": "SCTP is not supported by this kernel (EPROTONOSUPPORT)",
+    }
+    (gone,) = step2["probes"]
+    assert gone["target"] == f"{first['cluster_ips']['y/web']}:80/TCP"
+    assert gone["observed"]["results"][0]["outcome"] in ("refused", "no-answer")
