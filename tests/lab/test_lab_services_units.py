@@ -496,3 +496,40 @@ def test_report_format() -> None:
     assert not failed(report)  # single-node run: a 3-node case skipped is not a failure
     assert failed({**report, "single_node_only": False})
     json.dumps(report)
+
+
+def test_probe_targets_by_name(tmp_path: Path) -> None:
+    from lab import targets
+    from lab.state import NodeState
+
+    state = embedded_state(tmp_path)
+    state.network_netns = "clab-svcu-net"
+    state.nodes = [NodeState("node-1", "clab-svcu-node-1", "10.66.0.11")]
+    state.pods = {"y/b": pod("y/b", {}, "10.65.0.2")}
+    web = {"spec": {"clusterIP": "10.96.0.9"}}
+    headless = {"spec": {"clusterIP": "None"}}
+    found = {"y/web": web, "y/hl": headless}
+    assert targets.split("svc:y/web") == ("svc", "y/web")
+    assert targets.split("y/b") == ("pod", "y/b")
+    assert targets.address(state, "pod:y/b") == "10.65.0.2"
+    assert targets.address(state, "y/b") == "10.65.0.2"
+    assert targets.address(state, "svc:y/web", found) == "10.96.0.9"
+    assert targets.address(state, "node:node-1") == "10.66.0.11"
+    assert targets.address(state, "extip:192.0.2.10") == "192.0.2.10"
+    assert targets.address(state, "ip:10.96.0.4") == "10.96.0.4"
+    for bad, words in (
+        ("svc:y/hl", "headless"),
+        ("svc:y/none", "no Service y/none"),
+        ("node:node-7", "no such node"),
+        ("ip:not-an-address", "not an IP address"),
+        ("pod:y/zz", "no pod y/zz"),
+        ("web", "expected pod:NS/NAME"),
+    ):
+        with pytest.raises(targets.TargetError, match=words):
+            targets.address(state, bad, found)
+    outside = targets.source(state, "@outside")
+    assert (outside.key, outside.ip, outside.bind) == ("@outside", "10.66.0.1", True)
+    assert outside.netns_path.endswith("clab-svcu-net")
+    assert targets.source(state, "y/b").ip == "10.65.0.2"
+    with pytest.raises(targets.TargetError):
+        targets.source(state, "somewhere")
