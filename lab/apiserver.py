@@ -46,7 +46,11 @@ from lab.processes import ProcessRecord, is_alive, log_tail, start_detached, sto
 
 ADMIN_USER = "admin"
 ADMIN_GROUP = "system:masters"
+# Services' cluster IPs: overlaps no lab pool, node subnet or 192.0.2.0/24 (the lab allocates
+# from the same range where it has no API server: lab/services.py).
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+# Node ports (Kubernetes' default, stated so the lab's cases and commands can rely on it).
+SERVICE_NODE_PORT_RANGE = "30000-32767"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ETCD_START_TIMEOUT = 30.0
 APISERVER_START_TIMEOUT = 90.0  # ~2.5 s idle; much longer while other builds load the host
@@ -300,6 +304,7 @@ def _apiserver_argv(work: Path, server: ApiServer) -> list[str]:
         f"--service-account-key-file={work / 'sa.pub'}",
         f"--service-account-signing-key-file={work / 'sa.key'}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+        f"--service-node-port-range={SERVICE_NODE_PORT_RANGE}",
         # Nothing reconciles the `kubernetes` Service's endpoints: with a loopback advertise
         # address the default reconciler refuses to start, and no pod reaches it here anyway.
         "--endpoint-reconciler-type=none",

@@ -254,6 +254,7 @@ def _create_network(lab: Lab) -> None:
             network.node_address(index, state.subnets),
             network.node_subnet(index, state.subnets),
         )
+    network.route_external_net(state.network_netns, network.node_address(0, state.subnets))
     if outside_ns:
         network.attach_outside(state.network_netns, outside_ns, state.subnets)
         state.infra[outside.SERVER] = outside.start(lab.dir, netns.netns_path(outside_ns))

@@ -35,9 +35,19 @@ KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
         "networkpolicies",
         True,
     ),
+    ("v1", "Service"): ("/api/v1", "services", True),
+    ("discovery.k8s.io/v1", "EndpointSlice"): (
+        "/apis/discovery.k8s.io/v1",
+        "endpointslices",
+        True,
+    ),
 }
 # What a namespace is emptied of before it is deleted (the lab makes nothing else in one).
-NAMESPACED_CONTENTS = (("v1", "Pod"), ("networking.k8s.io/v1", "NetworkPolicy"))
+NAMESPACED_CONTENTS = (
+    ("v1", "Pod"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("discovery.k8s.io/v1", "EndpointSlice"),
+)
 DEFAULT_SERVICE_ACCOUNT = "default"
 CONFLICT_RETRIES = 10
 NAMESPACE_GONE_TIMEOUT = 10.0
@@ -182,6 +192,9 @@ class KubeObjects:
         ns_path = path("v1", "Namespace", "", name)
         if await self.client.get(ns_path) is None:
             return False
+        # Services one by one: not every API server version serves their deletecollection.
+        for service in await self.list("v1", "Service", name):
+            await self.delete(service)
         for api_version, kind in (*NAMESPACED_CONTENTS, ("v1", "ServiceAccount")):
             gone = await self.client.request(
                 "DELETE", path(api_version, kind, name), {"gracePeriodSeconds": 0}
@@ -210,6 +223,37 @@ class KubeObjects:
             if loop.time() > deadline:
                 raise KubeObjectError(f"Namespace {name} still exists after finalizing")
             await asyncio.sleep(0.05)
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of a kind, in one namespace or in all."""
+        prefix, plural, _namespaced = KINDS[(api_version, kind)]
+        where = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+        listed = await self.client.request("GET", where)
+        if listed.status != 200:
+            raise KubeObjectError(f"list {kind}: {listed.message}")
+        items = list((listed.body or {}).get("items") or [])
+        for item in items:  # list items carry neither
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return items
+
+    async def set_status(self, ref: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace what the status subresource holds (a Service's loadBalancer, as a cloud
+        controller writes it); returns the object."""
+        object_at = object_path(ref)
+        for _ in range(CONFLICT_RETRIES):
+            current = await self.client.get(object_at)
+            if current is None:
+                raise KubeObjectError(f"{ref.get('kind')} {_meta(ref)} does not exist")
+            current["status"] = dict(status)
+            replaced = await self.client.request("PUT", f"{object_at}/status", current)
+            if replaced.status == 200:
+                return dict(replaced.body)
+            if replaced.status != 409:
+                raise KubeObjectError(f"status of {object_at}: {replaced.message}")
+        raise KubeObjectError(f"status of {object_at}: kept conflicting")
 
     async def set_labels(self, ref: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, str]:
         """Replace an object's labels (compare-and-swap on its resourceVersion, retried)."""
@@ -285,6 +329,29 @@ class KubeObjects:
             status["podIPs"] = [{"ip": ip} for ip in ips]
         await self._patch_status(path("v1", "Pod", namespace, name), status)
 
+    async def set_pod_ready(self, namespace: str, name: str, ready: bool) -> None:
+        """The Ready and ContainersReady conditions a kubelet reports after a readiness
+        probe passes or fails."""
+        object_at = path("v1", "Pod", namespace, name)
+        current = await self.client.get(object_at)
+        if current is None:
+            raise KubeObjectError(f"Pod {namespace}/{name} does not exist")
+        now = _now()
+        status = dict(current.get("status") or {})
+        conditions = []
+        for condition in status.get("conditions") or []:
+            if condition.get("type") in ("Ready", "ContainersReady"):
+                condition = {
+                    **condition,
+                    "status": "True" if ready else "False",
+                    "lastTransitionTime": now,
+                }
+            conditions.append(condition)
+        status["conditions"] = conditions
+        for container in status.get("containerStatuses") or []:
+            container["ready"] = ready
+        await self._patch_status(object_at, status)
+
     async def _patch_status(self, object_at: str, status: Mapping[str, Any]) -> None:
         patched = await self.client.request(
             "PATCH", f"{object_at}/status", {"status": dict(status)}, content_type=MERGE_PATCH
@@ -303,6 +370,34 @@ def _replacement(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[
         out["metadata"] = {**current["metadata"], "labels": meta.get("labels") or {}}
         return out
     out = {**dict(wanted), "metadata": meta}
+    if wanted.get("kind") == "Service":
+        out["spec"] = _service_keeping_allocations(current.get("spec") or {}, wanted["spec"])
     if wanted.get("kind") == "Namespace":
         out["spec"] = current.get("spec") or {}
     return out
+
+
+def _service_keeping_allocations(
+    current: Mapping[str, Any], wanted: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A replaced Service keeps its cluster IP, and the node ports its new type still uses
+    (matched by port and protocol), unless the new object names its own."""
+    spec = dict(wanted)
+    if not spec.get("clusterIP") and current.get("clusterIP"):
+        spec["clusterIP"] = current["clusterIP"]
+        spec["clusterIPs"] = current.get("clusterIPs") or [current["clusterIP"]]
+    if spec.get("type", "ClusterIP") in ("NodePort", "LoadBalancer"):
+        allocated = {
+            (p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+            for p in current.get("ports") or []
+            if p.get("nodePort")
+        }
+        ports = []
+        for port in spec.get("ports") or []:
+            port = dict(port)
+            old = allocated.get((port.get("port"), port.get("protocol", "TCP")))
+            if old and not port.get("nodePort"):
+                port["nodePort"] = old
+            ports.append(port)
+        spec["ports"] = ports
+    return spec

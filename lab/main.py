@@ -11,7 +11,16 @@
     calico-lab pod rm NS/NAME...
     calico-lab pod label NS/NAME k=v,...[,k-]
     calico-lab ns label NAME k=v,...[,k-]
-    calico-lab probe FROM TO --port P --protocol tcp|udp|sctp     exit 0 connected, 1 not
+    calico-lab pod ready NS/NAME true|false     its Ready condition (EndpointSlices follow)
+    calico-lab svc create NS/NAME --port PORT[:TARGET][/tcp|udp|sctp]... [--selector k=v,...]
+                   [--type ClusterIP|NodePort|LoadBalancer] [--node-port N]...
+                   [--affinity ClientIP[:SECONDS]] [--external-traffic-policy Cluster|Local]
+                   [--internal-traffic-policy Cluster|Local] [--external-ip IP]...
+                   [--load-balancer-ip IP]...
+    calico-lab svc rm NS/NAME...  |  svc ls [--json]  |  svc sync
+    calico-lab probe FROM TO --port P --protocol tcp|udp|sctp [--json]   exit 0 connected, 1 not
+               FROM: NS/NAME | @outside;  TO: [pod:]NS/NAME | svc:NS/NAME | node:NAME |
+               extip:ADDR | ip:ADDR
     calico-lab matrix --port P --protocol tcp[,udp,...]
     calico-lab calicoctl ARGS...        calicoctl against the lab's datastore
     calico-lab kubectl ARGS...          kubectl against the lab's API server (as admin)
@@ -37,6 +46,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from lab import bgp, network
 from lab.cluster import MAX_NODES, bring_down, bring_up
@@ -117,6 +127,40 @@ def build_parser() -> argparse.ArgumentParser:
     plabel = pod.add_parser("label", help="change a pod's labels")
     plabel.add_argument("pod")
     plabel.add_argument("labels", help="k=v,... (k- removes k)")
+    pready = pod.add_parser("ready", help="set a pod's Ready condition (readiness probe)")
+    pready.add_argument("pod")
+    pready.add_argument("ready", choices=("true", "false"))
+
+    svc = sub.add_parser("svc", help="Services").add_subparsers(dest="svc_command", required=True)
+    screate = svc.add_parser("create", help="create or replace a Service")
+    screate.add_argument("service", help="NS/NAME")
+    screate.add_argument("--selector", default="", help="k=v,... (pods of NS it selects)")
+    screate.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        required=True,
+        help="PORT[:TARGET][/tcp|udp|sctp], TARGET a number or a container port name (repeatable)",
+    )
+    screate.add_argument("--type", default="ClusterIP", help="ClusterIP|NodePort|LoadBalancer")
+    screate.add_argument(
+        "--node-port", type=int, action="append", default=[], help="for the ports in order"
+    )
+    screate.add_argument("--affinity", default="", help="ClientIP[:SECONDS]")
+    screate.add_argument("--external-traffic-policy", default="", help="Cluster|Local")
+    screate.add_argument("--internal-traffic-policy", default="", help="Cluster|Local")
+    screate.add_argument("--external-ip", action="append", default=[], help="(repeatable)")
+    screate.add_argument(
+        "--load-balancer-ip",
+        action="append",
+        default=[],
+        help="status.loadBalancer.ingress (repeatable; default: one free 192.0.2.128/25 address)",
+    )
+    srm = svc.add_parser("rm", help="delete Services")
+    srm.add_argument("services", nargs="+", help="NS/NAME")
+    sls = svc.add_parser("ls", help="list Services")
+    sls.add_argument("--json", action="store_true")
+    svc.add_parser("sync", help="bring EndpointSlices in line with pods and Services now")
 
     ns = sub.add_parser("ns", help="namespaces").add_subparsers(dest="ns_command", required=True)
     nlabel = ns.add_parser("label", help="change a namespace's labels")
@@ -124,11 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     nlabel.add_argument("labels", help="k=v,... (k- removes k)")
 
     probe = sub.add_parser("probe", help="one connection attempt; exit 0 when it succeeds")
-    probe.add_argument("source")
-    probe.add_argument("target")
+    probe.add_argument("source", help="NS/NAME or @outside")
+    probe.add_argument(
+        "target", help="[pod:]NS/NAME, svc:NS/NAME, node:NAME, extip:ADDR or ip:ADDR"
+    )
     probe.add_argument("--port", type=int, required=True)
     probe.add_argument("--protocol", default="tcp", type=str.lower)
     probe.add_argument("--timeout", type=float, default=1.0)
+    probe.add_argument(
+        "--json",
+        action="store_true",
+        help="print {outcome: connected|refused|no-answer, served_by, client_seen, ...}",
+    )
 
     matrix = sub.add_parser("matrix", help="reachability table of all pods")
     matrix.add_argument("--port", type=int, required=True)
@@ -164,8 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--down-for", type=float, default=0.0, help="seconds to stay down (default 0)"
     )
 
-    conf = sub.add_parser("conformance", help="run a network-policy case file")
-    conf.add_argument("--cases", required=True, type=Path)
+    conf = sub.add_parser("conformance", help="run a network-policy or Services case file")
+    files = conf.add_mutually_exclusive_group(required=True)
+    files.add_argument("--cases", type=Path, help="a network-policy case file")
+    files.add_argument(
+        "--services", type=Path, help="a Services case file (services-report/1 report)"
+    )
     conf.add_argument("--report", required=True, type=Path)
     _add_lab_options(conf)
     conf.add_argument("--case", action="append", default=[], help="run only this case id")
@@ -413,10 +468,68 @@ def cmd_pod(args: argparse.Namespace) -> int:
                 lab.pod(key)  # every name checked before anything is removed
             asyncio.run(pods.remove_pods(lab, args.pods))
             print(f"removed {' '.join(args.pods)}")
+        elif args.pod_command == "ready":
+            asyncio.run(pods.set_ready(lab, args.pod, args.ready == "true"))
+            print(f"{args.pod} ready={args.ready}")
         else:
             labels = asyncio.run(pods.label_pod(lab, args.pod, pods.parse_labels(args.labels)))
             print(f"{args.pod} labels {json.dumps(labels, sort_keys=True)}")
     return EXIT_OK
+
+
+def cmd_svc(args: argparse.Namespace) -> int:
+    from lab import endpointslices, services, svcspec
+    from lab.store import LabStore
+
+    state_dir, _ = _state_dir(args)
+    service: dict[str, object] = {}
+    if args.svc_command == "create":
+        try:
+            service = svcspec.from_cli(
+                args.service,
+                selector=args.selector,
+                ports=args.port,
+                type_=args.type,
+                node_ports=args.node_port,
+                affinity=args.affinity,
+                external_traffic_policy=args.external_traffic_policy,
+                internal_traffic_policy=args.internal_traffic_policy,
+                external_ips=args.external_ip,
+                load_balancer_ips=args.load_balancer_ip,
+            )
+        except svcspec.SpecError as exc:
+            raise LabError(str(exc)) from None
+
+    async def run(lab: Lab) -> int:
+        async with LabStore(lab.state) as store:
+            if args.svc_command == "create":
+                try:
+                    stored = await services.apply_service(lab.state, store, service)
+                except services.ServiceError as exc:
+                    raise LabError(str(exc)) from None
+                print(services.describe(stored))
+            elif args.svc_command == "rm":
+                missing = []
+                for key in args.services:
+                    namespace, _, name = key.partition("/")
+                    if not await services.remove_service(lab.state, store, namespace, name):
+                        missing.append(key)
+                if missing:
+                    raise LabError(f"no Service {', '.join(missing)}")
+                print(f"removed {' '.join(args.services)}")
+            elif args.svc_command == "ls":
+                found = await services.list_services(store)
+                if args.json:
+                    print(json.dumps(found, indent=2))
+                for one in [] if args.json else found:
+                    print(services.describe(one))
+            else:
+                changes = await endpointslices.sync(lab.state, store)
+                print(f"{changes} EndpointSlice(s) written or deleted")
+        return EXIT_OK
+
+    with locked(state_dir):
+        return asyncio.run(run(_loaded(state_dir)))
 
 
 def cmd_ns(args: argparse.Namespace) -> int:
@@ -433,17 +546,43 @@ def cmd_ns(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from lab.matrix import endpoint_of
-    from lab.prober import probe_pairs
+    """One try from FROM to TO: exit 0 when the server answered."""
+    from lab import services, targets
+    from lab.prober import CONNECTED, Flow, Observation, observe
+    from lab.store import LabStore
 
     state_dir, _ = _state_dir(args)
     lab = _loaded(state_dir)
-    src, dst = endpoint_of(lab.pod(args.source)), endpoint_of(lab.pod(args.target))
-    result = asyncio.run(probe_pairs([(src, dst)], args.port, args.protocol, args.timeout))
-    ok = result[(src.key, dst.key)]
-    verdict = "connected" if ok else "blocked"
-    print(f"{src.key} -> {dst.key} ({dst.ip}) {args.protocol}/{args.port}: {verdict}")
-    return EXIT_OK if ok else EXIT_FAILED
+
+    async def run() -> tuple[str, Observation]:
+        found: dict[str, dict[str, object]] = {}
+        if targets.split(args.target)[0] == "svc":
+            async with LabStore(lab.state) as store:
+                found = {services.key_of(s): s for s in await services.list_services(store)}
+        src = targets.source(lab.state, args.source)
+        ip = targets.address(lab.state, args.target, found)
+        seen = await observe([Flow(src, ip)], args.port, args.protocol, args.timeout)
+        return ip, seen[0]
+
+    try:
+        ip, observation = asyncio.run(run())
+    except targets.TargetError as exc:
+        raise LabError(str(exc)) from None
+    where = f"{ip}:{args.port}/{args.protocol.upper()}"
+    if args.json:
+        print(
+            json.dumps(
+                {"from": args.source, "to": args.target, "target": where, **observation.to_json()}
+            )
+        )
+    else:
+        detail = (
+            f" (served by {observation.served_by}, client seen {observation.client_seen})"
+            if observation.outcome == CONNECTED
+            else ""
+        )
+        print(f"{args.source} -> {args.target} {where}: {observation.outcome}{detail}")
+    return EXIT_OK if observation.outcome == CONNECTED else EXIT_FAILED
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
@@ -520,18 +659,69 @@ def cmd_apiserver(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _select_cases(cases: list[Any], wanted_ids: list[str], path: Path) -> list[Any]:
+    """The cases `--case` names (all without one); LabError naming unknown ids."""
+    if not wanted_ids:
+        return cases
+    wanted = set(wanted_ids)
+    unknown = wanted - {c.id for c in cases}
+    if unknown:
+        raise LabError(f"--case: no case {', '.join(sorted(unknown))} in {path}")
+    return [c for c in cases if c.id in wanted]
+
+
+def cmd_conformance_services(args: argparse.Namespace) -> int:
+    from lab.conformance import svcreport
+    from lab.conformance.cases import CaseFileError
+    from lab.conformance.svccases import load_cases
+    from lab.conformance.svcrunner import probes_per_case, run_cases
+
+    try:
+        cases = _select_cases(load_cases(args.services), args.case, args.services)
+    except CaseFileError as exc:
+        raise LabError(str(exc)) from None
+    state_dir, name = _state_dir(args, "conformance")
+    problems: list[str] = []
+    with locked(state_dir, create=True):
+        started = time.monotonic()
+        lab = _bring_up(args, state_dir, name)
+        print(
+            f"lab up in {time.monotonic() - started:.1f}s: {len(lab.nodes)} node(s), "
+            f"dataplane {lab.state.dataplane}, datastore {lab.state.datastore.get('type')}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            results = asyncio.run(run_cases(lab, cases, deadline=args.deadline))
+        finally:
+            problems = bring_down(state_dir)
+            for problem in problems:
+                print(f"left behind: {problem}", file=sys.stderr)
+    written = svcreport.build(
+        results,
+        probes_per_case(cases),
+        str(args.services),
+        str(lab.state.dataplane or "nftables"),
+        str(lab.state.datastore.get("type")),
+        len(lab.nodes),
+    )
+    svcreport.write(args.report, written)
+    summary = written["summary"]
+    print(
+        f"{summary['passed']} passed, {summary['failed']} failed, {summary['skipped']} skipped "
+        f"probes ({len(results)} cases); report in {args.report}"
+    )
+    return EXIT_FAILED if svcreport.failed(written) or problems else EXIT_OK
+
+
 def cmd_conformance(args: argparse.Namespace) -> int:
     from lab.conformance import report
     from lab.conformance.cases import load_cases
     from lab.conformance.runner import run_cases
 
-    cases = load_cases(args.cases)
-    if args.case:
-        wanted = set(args.case)
-        unknown = wanted - {c.id for c in cases}
-        if unknown:
-            raise LabError(f"--case: no case {', '.join(sorted(unknown))} in {args.cases}")
-        cases = [c for c in cases if c.id in wanted]
+    if args.services:
+        return cmd_conformance_services(args)
+    cases = _select_cases(load_cases(args.cases), args.case, args.cases)
     state_dir, name = _state_dir(args, "conformance")
     with locked(state_dir, create=True):
         started = time.monotonic()
@@ -581,6 +771,7 @@ COMMANDS = {
     "node": cmd_node,
     "pod": cmd_pod,
     "ns": cmd_ns,
+    "svc": cmd_svc,
     "probe": cmd_probe,
     "matrix": cmd_matrix,
     "calicoctl": cmd_calicoctl,

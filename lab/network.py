@@ -14,6 +14,11 @@ host, the lab network's namespace forwards: it is the router between them. The l
 Typha and ToR listen on the first gateway (10.66.0.1), a local address of the router, so
 nodes on every subnet reach them.
 
+`@outside`, the probe source off the pod network (lab/targets.py), is the lab network's
+namespace itself, from its first gateway address: it reaches every node's address, and
+192.0.2.0/24 (TEST-NET-1: Service externalIPs and load-balancer addresses) is routed from
+there via node-1, as an edge router would send it to a cluster.
+
 The outside host (`--internet`) is a namespace whose eth0 (198.51.100.1/24) is a veth to the
 router's `outside` port (198.51.100.254); it routes back only to the node subnets, never to
 the pools, as the Internet would not know pod addresses.
@@ -30,6 +35,10 @@ FIRST_NODE_HOST = 11
 NODE_SUBNETS = tuple(ipaddress.ip_network(f"10.66.{s}.0/24") for s in range(MAX_SUBNETS))
 NODE_SUBNET = NODE_SUBNETS[0]
 GATEWAY = NODE_SUBNET.network_address + 1  # etcd, Typha and the ToR listen here
+
+# `@outside`'s address: the probe source in the lab network's namespace.
+OUTSIDE_CLIENT = GATEWAY
+EXTERNAL_NET = ipaddress.ip_network("192.0.2.0/24")  # TEST-NET-1, routed via node-1
 
 OUTSIDE_SUBNET = ipaddress.ip_network("198.51.100.0/24")  # TEST-NET-2: never a real address
 OUTSIDE_ADDRESS = OUTSIDE_SUBNET.network_address + 1
@@ -103,6 +112,12 @@ def attach(
         ["route", "add", "default", "via", str(gateway(subnet)), "dev", "eth0"], netns=node_ns
     )
     return port
+
+
+def route_external_net(network_ns: str, via: ipaddress.IPv4Address) -> None:
+    """192.0.2.0/24 from the lab network towards a node (node-1): externalIPs and
+    load-balancer addresses reach the cluster through it."""
+    netns.run_ip(["route", "replace", str(EXTERNAL_NET), "via", str(via)], netns=network_ns)
 
 
 def attach_outside(network_ns: str, outside_ns: str, subnets: int) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import cni, netns, objects
+from lab import cni, endpointslices, netns, objects
 from lab.lab import Lab, LabError, netns_prefix
 from lab.podserver import parse_serve
 from lab.processes import ProcessRecord, is_alive, log_tail, reap, start_detached, stop
@@ -101,6 +101,8 @@ def _start_server(lab: Lab, pod: PodState) -> ProcessRecord:
         "lab.podserver",
         "--netns",
         str(netns.netns_path(pod.netns)),
+        "--name",
+        pod.key,
         "--serve",
         ",".join(pod.serve),
         "--ready",
@@ -196,7 +198,8 @@ async def create_pods(lab: Lab, specs: Sequence[PodSpec], node_name: str | None 
 
     async with LabStore(lab.state) as store:
         outcomes = await asyncio.gather(*(plumb(p, store) for p in pods), return_exceptions=True)
-    lab.save()
+        lab.save()
+        await endpointslices.sync(lab.state, store)
     failed = [p.key for p, o in zip(pods, outcomes, strict=True) if isinstance(o, BaseException)]
     if failed:
         with contextlib.suppress(Exception):
@@ -236,8 +239,9 @@ async def remove_pods(lab: Lab, keys: Sequence[str], delete_objects: bool = True
                 pod_file(lab, pod, suffix).unlink()
         del lab.state.pods[pod.key]
     lab.save()
-    if delete_objects:
+    if delete_objects:  # not at `down`, where the datastore may already be gone
         async with LabStore(lab.state) as store:
+            await endpointslices.sync(lab.state, store)
             await store.delete_if_present(
                 [
                     {
@@ -257,9 +261,21 @@ async def label_pod(lab: Lab, key: str, change: Mapping[str, str | None]) -> dic
     async with LabStore(lab.state) as store:
         labels = merge_labels(await store.labels("Pod", pod.name, pod.namespace), change)
         await store.set_labels("Pod", pod.name, pod.namespace, labels)
-    pod.labels = labels
-    lab.save()
+        pod.labels = labels
+        lab.save()
+        await endpointslices.sync(lab.state, store)
     return labels
+
+
+async def set_ready(lab: Lab, key: str, ready: bool) -> None:
+    """A pod's Ready condition, as a passing or failing readiness probe sets it: the pod keeps
+    running and answering on its own address; its EndpointSlice entries follow."""
+    pod = lab.pod(key)
+    pod.ready = ready
+    lab.save()
+    async with LabStore(lab.state) as store:
+        await store.set_pod_ready(pod.namespace, pod.name, ready)
+        await endpointslices.sync(lab.state, store)
 
 
 async def label_namespace(lab: Lab, name: str, change: Mapping[str, str | None]) -> dict[str, str]:

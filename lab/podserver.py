@@ -1,10 +1,21 @@
-"""The one process serving a lab pod: TCP, UDP (and SCTP when the kernel has it) echo.
+"""The one process serving a lab pod: TCP, UDP (and SCTP when the kernel has it).
 
-    python -m lab.podserver --netns /run/netns/POD --serve tcp:80,udp:80 --ready FILE
+    python -m lab.podserver --netns /run/netns/POD --name NS/NAME --serve tcp:80,udp:80 --ready FILE
 
 It moves into the pod's namespace before opening anything, binds every port, then writes
 `--ready` (a JSON list of the ports it serves and those it could not) so the lab knows it can
 probe. Kept to the standard library: nine of these start per conformance case.
+
+The wire format (the lab's own; `lab/prober.py` reads it): every answer names the serving pod
+and the client address the server saw (the packet's source as it arrived in the pod), so a
+probe through a Service can tell which backend answered and whether the source was kept.
+
+- TCP: on accept the server sends one line, `IDENTITY`, then echoes whatever it receives.
+- UDP: every datagram is answered with two datagrams: `IDENTITY` (without the newline), then
+  the datagram's own payload (the echo, unchanged: MTU tests compare its size).
+
+`IDENTITY` is `calico-lab-pod {"pod": "ns/name", "client": "10.65.0.5", "port": 80}` and a
+newline: a fixed prefix, then one JSON object.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import functools
 import json
 import os
 import signal
@@ -22,6 +34,25 @@ from typing import cast
 from lab.netns import enter
 
 PROTOCOLS = ("tcp", "udp", "sctp")
+IDENTITY_PREFIX = b"calico-lab-pod "
+
+
+def identity(pod: str, client: str, port: int) -> bytes:
+    """The answer line naming the serving pod and the client address it saw."""
+    body = json.dumps({"pod": pod, "client": client, "port": port}, separators=(",", ":"))
+    return IDENTITY_PREFIX + body.encode() + b"\n"
+
+
+def parse_identity(data: bytes) -> dict[str, object] | None:
+    """An identity line's fields ({"pod", "client", "port"}); None when `data` is not one."""
+    line = data.split(b"\n", 1)[0]
+    if not line.startswith(IDENTITY_PREFIX):
+        return None
+    try:
+        fields = json.loads(line[len(IDENTITY_PREFIX) :])
+    except ValueError:
+        return None
+    return fields if isinstance(fields, dict) and "pod" in fields else None
 
 
 def parse_serve(text: str) -> list[tuple[str, int]]:
@@ -44,16 +75,26 @@ def parse_serve(text: str) -> list[tuple[str, int]]:
 
 
 class UdpEcho(asyncio.DatagramProtocol):
+    def __init__(self, pod: str, port: int) -> None:
+        self.pod = pod
+        self.port = port
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass DatagramTransport.
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(identity(self.pod, addr[0], self.port).rstrip(b"\n"), addr)
         self.transport.sendto(data, addr)
 
 
-async def echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def echo_stream(
+    pod: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     try:
+        peer = writer.get_extra_info("peername")
+        writer.write(identity(pod, str(peer[0]) if peer else "", port))
+        await writer.drain()
         while data := await reader.read(4096):
             writer.write(data)
             await writer.drain()
@@ -82,7 +123,7 @@ def write_ready(path: str, content: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
-async def serve(ports: list[tuple[str, int]], ready: str | None) -> None:
+async def serve(ports: list[tuple[str, int]], ready: str | None, pod: str = "") -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -99,9 +140,9 @@ async def serve(ports: list[tuple[str, int]], ready: str | None) -> None:
                 continue
             raise
         if proto == "udp":
-            await loop.create_datagram_endpoint(UdpEcho, sock=sock)
+            await loop.create_datagram_endpoint(functools.partial(UdpEcho, pod, port), sock=sock)
         else:
-            await asyncio.start_server(echo_stream, sock=sock)
+            await asyncio.start_server(functools.partial(echo_stream, pod, port), sock=sock)
         served.append(name)
     if ready:
         write_ready(ready, {"pid": os.getpid(), "served": served, "unavailable": unavailable})
@@ -111,6 +152,7 @@ async def serve(ports: list[tuple[str, int]], ready: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab.podserver")
     parser.add_argument("--netns", required=True, help="path of the pod's network namespace")
+    parser.add_argument("--name", default="", help="the pod's ns/name, given in every answer")
     parser.add_argument("--serve", default="", help="tcp:80,udp:80,...")
     parser.add_argument("--ready", help="file written once every port is bound")
     args = parser.parse_args(argv)
@@ -119,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     enter(args.netns)
-    asyncio.run(serve(ports, args.ready))
+    asyncio.run(serve(ports, args.ready, args.name))
     return 0
 
 

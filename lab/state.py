@@ -51,6 +51,9 @@ class PodState:
     ips: list[str] = field(default_factory=list)  # bare addresses
     host_interface: str = ""
     server: ProcessRecord | None = None
+    # Its Ready condition, as a readiness probe would set it (`calico-lab pod ready`); a
+    # not-ready pod stays in its EndpointSlices with ready=false (lab/endpointslices.py).
+    ready: bool = True
 
     @property
     def key(self) -> str:
@@ -72,6 +75,7 @@ class PodState:
             "ips": self.ips,
             "host_interface": self.host_interface,
             "server": self.server.to_json() if self.server else None,
+            "ready": self.ready,
         }
 
     @classmethod
@@ -88,6 +92,7 @@ class PodState:
             ips=list(data.get("ips") or []),
             host_interface=str(data.get("host_interface") or ""),
             server=ProcessRecord.from_json(server) if server else None,
+            ready=bool(data.get("ready", True)),
         )
 
 

@@ -13,20 +13,37 @@ calico-kube-controllers. Calico kinds always go through the resource client: int
 embedded file, or (kubernetes) Calico's custom resources. The Kubernetes API has no
 multi-object transaction, so on that datastore a batch is written one object at a time, in
 order.
+
+Services and EndpointSlices (`put_object`, `list_objects`, `remove_object`) are kept as the
+Kubernetes objects' JSON, as an API server stores them: with an API server they are API
+objects (on etcd with `--kube-apiserver` also mirrored into etcd, which
+calico-kube-controllers does not copy them to); without one the lab is their API server and
+writes them under their datastore keys as they are (Felix reads them from there). Checking
+and defaulting them is lab/svcspec.py's, allocating cluster IPs lab/services.py's.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lab import kubeobjects, objects
 from lab.kubeobjects import KubeObjects, is_kube_kind
 from lab.state import LabState
-from libcalico.datastore import Datastore, connect
-from libcalico.resources import ResourceClient, ResourceNotFoundError
+from libcalico.datastore import Datastore, KeyNotFoundError, connect
+from libcalico.datastore.keys import resource_key, resource_prefix
+from libcalico.resources import ResourceClient, ResourceNotFoundError, lookup_kind
 
 CORE_KINDS = {"Namespace": "v1", "Pod": "v1", "ServiceAccount": "v1", "Node": "v1"}
+# Kinds kept as the Kubernetes objects' JSON (put_object and friends).
+OBJECT_KINDS = {("v1", "Service"), ("discovery.k8s.io/v1", "EndpointSlice")}
+
+
+def is_object_kind(obj: Mapping[str, Any]) -> bool:
+    return (str(obj.get("apiVersion")), str(obj.get("kind"))) in OBJECT_KINDS
 
 
 class LabStore:
@@ -70,6 +87,9 @@ class LabStore:
 
     async def apply_all(self, objs: Sequence[Mapping[str, Any]]) -> None:
         """Apply in order; consecutive objects for the same destination go together."""
+        for obj in objs:
+            if is_object_kind(obj):
+                raise ValueError(f"{obj.get('kind')}: written by lab/services.py (put_object)")
         for to_api, run in _runs(objs, self._to_api):
             if to_api:
                 for obj in run:
@@ -83,6 +103,12 @@ class LabStore:
 
     async def delete_all(self, refs: Sequence[Mapping[str, Any]]) -> None:
         """Delete every referenced object; ResourceNotFoundError when one does not exist."""
+        for ref in refs:
+            if is_object_kind(ref) and not await self.get_object(ref):
+                raise ResourceNotFoundError(_describe(ref), _object_key(ref))
+        for ref in [r for r in refs if is_object_kind(r)]:
+            await self.remove_object(ref)
+        refs = [r for r in refs if not is_object_kind(r)]
         for to_api, run in _runs(refs, self._to_api):
             if to_api:
                 for ref in run:
@@ -99,11 +125,101 @@ class LabStore:
         """Delete each referenced object that exists; how many were deleted."""
         deleted = 0
         for ref in refs:
-            if self._to_api(ref):
+            if is_object_kind(ref):
+                deleted += await self.remove_object(ref)
+            elif self._to_api(ref):
                 deleted += await self.kube().delete(ref)
             else:
                 deleted += await objects.delete_if_present(await self.client(), [ref])
         return deleted
+
+    # ---- Kubernetes objects kept as they are: Services, EndpointSlices ----
+
+    def _api_objects(self) -> bool:
+        return self.has_api
+
+    def _mirrored(self) -> bool:
+        """Objects written to the API are copied into the datastore too (etcd beside an API
+        server: nothing else copies these kinds there)."""
+        return self.has_api and self.state.datastore.get("type") != "kubernetes"
+
+    async def get_object(self, ref: Mapping[str, Any]) -> dict[str, Any] | None:
+        if self._api_objects():
+            return await self.kube().get(ref)
+        await self.client()
+        assert self._datastore is not None
+        try:
+            kv = await self._datastore.get(_object_key(ref))
+        except KeyNotFoundError:
+            return None
+        return dict(json.loads(kv.value))
+
+    async def list_objects(
+        self, api_version: str, kind: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of the kind (in one namespace, or all), by (namespace, name)."""
+        if self._api_objects():
+            found = await self.kube().list(api_version, kind, namespace)
+        else:
+            await self.client()
+            assert self._datastore is not None
+            info = lookup_kind(kind)
+            result = await self._datastore.list(resource_prefix(info.group, info.plural, namespace))
+            found = [dict(json.loads(kv.value)) for kv in result.items]
+        return sorted(
+            found, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+        )
+
+    async def put_object(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or replace; returns the object as stored (with an API server: as it
+        allocated and defaulted it). A Service's `status` is written through the status
+        subresource where there is one."""
+        if self._api_objects():
+            stored = await self.kube().apply(obj)
+            if obj.get("kind") == "Service" and "status" in obj:
+                stored = await self.kube().set_status(obj, obj["status"])
+            if self._mirrored():
+                await self._put_raw(stored)
+            return stored
+        return await self._put_raw(obj)
+
+    async def remove_object(self, ref: Mapping[str, Any]) -> bool:
+        """Delete it; False when there was none."""
+        removed = False
+        if self._api_objects():
+            removed = await self.kube().delete(ref)
+        if not self._api_objects() or self._mirrored():
+            await self.client()
+            assert self._datastore is not None
+            try:
+                await self._datastore.delete(_object_key(ref))
+                removed = True
+            except KeyNotFoundError:
+                pass
+        return removed
+
+    async def _put_raw(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """The object under its datastore key, as an API server would keep it (a uid and a
+        creation time that survive replacement)."""
+        await self.client()
+        assert self._datastore is not None
+        key = _object_key(obj)
+        stored = json.loads(json.dumps(obj))
+        meta = stored.setdefault("metadata", {})
+        try:
+            current = json.loads((await self._datastore.get(key)).value)
+            old_meta = current.get("metadata") or {}
+        except KeyNotFoundError:
+            old_meta = {}
+        meta.pop("resourceVersion", None)
+        meta.setdefault("uid", old_meta.get("uid") or str(uuid.uuid4()))
+        meta.setdefault(
+            "creationTimestamp",
+            old_meta.get("creationTimestamp")
+            or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        await self._datastore.put(key, json.dumps(stored, sort_keys=True).encode())
+        return dict(stored)
 
     # ---- labels ----
 
@@ -151,12 +267,23 @@ class LabStore:
         if self.has_api:
             await self.kube().set_pod_running(namespace, name, ips, host_ip)
 
+    async def set_pod_ready(self, namespace: str, name: str, ready: bool) -> None:
+        """A pod's Ready condition; only where Pods are API objects."""
+        if self.has_api:
+            await self.kube().set_pod_ready(namespace, name, ready)
+
 
 def _core_ref(kind: str, name: str, namespace: str | None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if namespace:
         meta["namespace"] = namespace
     return {"apiVersion": CORE_KINDS.get(kind, "v1"), "kind": kind, "metadata": meta}
+
+
+def _object_key(ref: Mapping[str, Any]) -> str:
+    meta = ref.get("metadata") or {}
+    info = lookup_kind(str(ref.get("kind")))
+    return resource_key(info.group, info.plural, str(meta.get("name")), meta.get("namespace"))
 
 
 def _describe(ref: Mapping[str, Any]) -> str:

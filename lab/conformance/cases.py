@@ -84,7 +84,7 @@ def _probe(raw: Mapping[str, Any], where: str) -> Probe:
         raise CaseFileError(f"{where}: bad probe: {exc!r}") from None
 
 
-def _label_change(raw: Mapping[str, Any], where: str) -> LabelChange:
+def parse_label_change(raw: Mapping[str, Any], where: str) -> LabelChange:
     kind = str(raw.get("kind", ""))
     if kind not in ("namespace", "pod"):
         raise CaseFileError(f"{where}: label_changes kind {kind!r} is not namespace or pod")
@@ -106,7 +106,9 @@ def parse_case(raw: Mapping[str, Any], index: int) -> Case:
             Step(
                 delete=list(step.get("delete") or []),
                 apply=[dict(o) for o in step.get("apply") or []],
-                label_changes=[_label_change(c, where) for c in step.get("label_changes") or []],
+                label_changes=[
+                    parse_label_change(c, where) for c in step.get("label_changes") or []
+                ],
                 probes=[_probe(p, where) for p in step.get("probes") or []],
             )
         )

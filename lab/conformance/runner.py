@@ -1,14 +1,14 @@
 """Executing cases on a running lab: fresh topology per case, steps in order, probes polled.
 
-Per case: Namespaces x, y, z with the case's labels and pods a, b, c in each (labels
-`pod=<name>`, serving 80 and 81 over TCP, UDP and SCTP; spread round-robin over the lab's
-nodes, so on a multi-node lab most probes cross nodes over BGP-learned routes); then per
-step: delete the referenced objects, apply the step's objects (placeholders substituted),
-change labels, and poll each probe until the observed table equals the expected one or
-POLL_DEADLINE passes. Afterwards every pod is removed through CNI DEL and every object the
-case made is deleted; the nodes and their daemons stay up for the next case. Where the lab
-runs an API server, Kubernetes kinds (namespaces, pods, NetworkPolicy, label changes) go
-through it and Calico kinds into the datastore, as calicoctl would write them (lab/store.py).
+Per case: the topology (topology.py: namespaces x, y, z with the case's labels and pods a, b,
+c in each, spread round-robin over the lab's nodes, so on a multi-node lab most probes cross
+nodes over BGP-learned routes); then per step: delete the referenced objects, apply the
+step's objects (placeholders substituted), change labels, and poll each probe until the
+observed table equals the expected one or POLL_DEADLINE passes. Afterwards every pod is
+removed through CNI DEL and every object the case made is deleted; the nodes and their
+daemons stay up for the next case. Where the lab runs an API server, Kubernetes kinds
+(namespaces, pods, NetworkPolicy, label changes) go through it and Calico kinds into the
+datastore, as calicoctl would write them (lab/store.py).
 """
 
 from __future__ import annotations
@@ -16,27 +16,19 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from lab import objects
 from lab.conformance.cases import (
-    NAMESPACES,
-    PODS,
-    SERVED_PORTS,
-    SERVED_PROTOCOLS,
     Case,
-    LabelChange,
     Probe,
     Step,
-    topology_placement,
     topology_pods,
 )
 from lab.conformance.placeholders import substitute
 from lab.conformance.report import FAILED, PASSED, SKIPPED, CaseResult, ProbeResult
+from lab.conformance.topology import Topology
 from lab.lab import Lab
 from lab.matrix import endpoint_of
-from lab.pods import PodSpec, create_pods, ensure_namespaces, remove_pods
 from lab.prober import ProbeUnsupportedError, probe_pairs
 from lab.store import LabStore
 
@@ -51,28 +43,6 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _ref(raw: Any) -> dict[str, Any]:
-    """A step's delete entry: "ns/name" is a Kubernetes NetworkPolicy; objects are as given."""
-    if isinstance(raw, str):
-        namespace, _, name = raw.partition("/")
-        return {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": namespace},
-        }
-    return objects.ref(raw)
-
-
-def _ref_key(ref: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    meta = ref.get("metadata") or {}
-    return (
-        str(ref.get("apiVersion")),
-        str(ref.get("kind")),
-        str(meta.get("namespace") or ""),
-        str(meta.get("name")),
-    )
-
-
 class CaseSetupError(RuntimeError):
     pass
 
@@ -83,8 +53,7 @@ class CaseRun:
         self.deadline = deadline
         self.case = case
         self.result = CaseResult(case.id)
-        # Objects applied by the case, deleted at teardown unless a step deleted them first.
-        self.made: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.topology = Topology(lab, case.namespaces)
 
     async def run(self) -> CaseResult:
         started = time.monotonic()
@@ -124,74 +93,23 @@ class CaseRun:
                     ProbeResult(index, probe.port, probe.protocol, FAILED, [], reason)
                 )
 
-    # ---- topology ----
+    # ---- topology and a step's changes (topology.py) ----
 
     async def setup(self) -> None:
-        await ensure_namespaces(self.lab, self.case.namespaces)
-        serve = [(proto, port) for port in SERVED_PORTS for proto in SERVED_PROTOCOLS]
-        placement = topology_placement([n.name for n in self.lab.nodes])
-        specs = [
-            PodSpec(ns, pod, {"pod": pod}, serve, placement[f"{ns}/{pod}"])
-            for ns in NAMESPACES
-            for pod in PODS
-        ]
-        await create_pods(self.lab, specs)
+        await self.topology.setup()
 
     async def teardown(self) -> None:
-        keys = [k for k in topology_pods() if k in self.lab.state.pods]
-        errors: list[str] = []
-        try:
-            await remove_pods(self.lab, keys, delete_objects=True)
-        except Exception as exc:
-            errors.append(str(exc))
-        async with LabStore(self.lab.state) as store:
-            await store.delete_if_present(list(self.made.values()))
-            await store.delete_if_present(
-                [
-                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-                    for ns in self.case.namespaces
-                ],
-            )
-        if errors:
-            raise RuntimeError("; ".join(errors))
-
-    # ---- a step's changes ----
+        await self.topology.teardown()
 
     async def change(self, step: Step) -> None:
         pod_ips = {key: pod.ip for key, pod in self.lab.state.pods.items()}
         async with LabStore(self.lab.state) as store:
             if step.delete:
-                refs = [_ref(r) for r in step.delete]
-                await store.delete_all(refs)
-                for ref in refs:
-                    self.made.pop(_ref_key(ref), None)
+                await self.topology.delete(store, step.delete)
             if step.apply:
-                objs = [substitute(o, pod_ips) for o in step.apply]
-                await store.apply_all(objs)
-                for obj in objs:
-                    ref = objects.ref(obj)
-                    self.made[_ref_key(ref)] = ref
+                await self.topology.apply(store, [substitute(o, pod_ips) for o in step.apply])
             for change in step.label_changes:
-                await self.relabel(store, change)
-
-    async def relabel(self, store: LabStore, change: LabelChange) -> None:
-        if change.kind == "namespace":
-            kind, name, namespace = "Namespace", change.target, None
-        else:
-            namespace, _, name = change.target.partition("/")
-            kind = "Pod"
-        labels = await store.labels(kind, name, namespace)
-        if change.labels_after is not None:
-            labels = dict(change.labels_after)
-        else:
-            for key, value in change.set.items():
-                if value is None:
-                    labels.pop(key, None)
-                else:
-                    labels[key] = value
-        await store.set_labels(kind, name, namespace, labels)
-        if kind == "Pod" and change.target in self.lab.state.pods:
-            self.lab.state.pods[change.target].labels = labels
+                await self.topology.relabel(store, change)
 
     # ---- probes ----
 

@@ -251,8 +251,8 @@ def apply_pool(cli: LabCli, scratch: Path, **spec: object) -> None:
 
 
 # Run inside a pod: one UDP datagram of argv[2] bytes with DF set to the echo server at
-# argv[1]:80 (the pod server echoes). Prints "echoed", "EMSGSIZE" (refused at the sender:
-# larger than the path MTU) or what else happened.
+# argv[1]:80 (the pod server echoes, after a datagram naming itself). Prints "echoed",
+# "EMSGSIZE" (refused at the sender: larger than the path MTU) or what else happened.
 DF_UDP = """
 import errno, socket, sys
 dst, size = sys.argv[1], int(sys.argv[2])
@@ -263,6 +263,8 @@ for _ in range(5):
     try:
         s.sendto(b"x" * size, (dst, 80))
         data = s.recv(65535)
+        if data.startswith(b"calico-lab-pod "):  # the server's identity, then the echo
+            data = s.recv(65535)
     except OSError as exc:
         if exc.errno == errno.EMSGSIZE:
             print("EMSGSIZE")
@@ -273,8 +275,9 @@ for _ in range(5):
 else:
     print("no echo")
 """
-# Run inside a pod: send argv[3] bytes in one write over TCP to argv[1]:argv[2] (an echo
-# server) and read them back. Prints "echoed" when every byte came back unchanged.
+# Run inside a pod: send argv[3] bytes in one write over TCP to argv[1]:argv[2] (a pod server,
+# which sends one identity line, then echoes) and read them back. Prints "echoed" when every
+# byte came back unchanged.
 TCP_EXCHANGE = """
 import os, socket, sys
 dst, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -284,6 +287,12 @@ try:
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     c.sendall(payload)
     got = b""
+    while b"\\n" not in got:  # the pod server's identity line comes first
+        chunk = c.recv(65535)
+        if not chunk:
+            break
+        got += chunk
+    got = got.split(b"\\n", 1)[1] if b"\\n" in got else b""
     while len(got) < size:
         chunk = c.recv(65535)
         if not chunk:

@@ -87,7 +87,7 @@ def test_two_pods_exchange_tcp_and_udp(lab: LabHandle) -> None:
     assert lab.cli("probe", "x/a", "y/b", "--port", "8080", "--protocol", "tcp").returncode == 0
     # Nothing serves 81: exit status 1, not an error.
     closed = lab.cli("probe", "x/a", "y/b", "--port", "81", "--protocol", "tcp", check=False)
-    assert closed.returncode == 1 and "blocked" in closed.stdout
+    assert closed.returncode == 1 and "refused" in closed.stdout  # RST: nothing listens
     matrix = lab.cli("matrix", "--port", "80", "--protocol", "tcp,udp").stdout
     assert "TCP/80" in matrix and "UDP/80" in matrix
     rows = [line.split() for line in matrix.splitlines() if line.startswith(("x/a", "y/b"))]
