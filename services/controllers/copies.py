@@ -2,8 +2,10 @@
 
 The copy holds what the project's readers use (Felix's pod cache: labels, service account,
 named ports; profiles from namespaces and service accounts; Kubernetes NetworkPolicy for the
-policy engine), and leaves out what changes without meaning anything to them (pod conditions,
-managedFields, resourceVersion, kubectl's last-applied annotation), so that those changes cost
+policy engine; Services and EndpointSlices for Felix's load balancing, services/felix/calc/
+services.py), and leaves out what changes without meaning anything to them (pod and service
+conditions, managedFields, resourceVersion, kubectl's last-applied annotation, an endpoint's
+targetRef, zone and hints), so that those changes cost
 no write. Each copy is validated and normalised as any stored resource is; one that does not
 validate is not written (the caller logs it, naming the object and the field).
 """
@@ -14,7 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from libcalico.datastore.keys import GROUP_CORE, GROUP_NETWORKING, resource_key, resource_prefix
+from libcalico.datastore.keys import (
+    GROUP_CORE,
+    GROUP_DISCOVERY,
+    GROUP_NETWORKING,
+    resource_key,
+    resource_prefix,
+)
 from libcalico.resources.serialization import to_json_bytes
 from libcalico.resources.validation import validate
 from services.controllers import run_config
@@ -78,6 +86,42 @@ def network_policy_copy(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def service_copy(obj: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(obj),
+        "spec": obj.get("spec") or {},
+    }
+    # The load balancer's ingress IPs are external IPs Felix serves; conditions are not read.
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+    if ingress:
+        out["status"] = {"loadBalancer": {"ingress": ingress}}
+    return out
+
+
+_ENDPOINT_FIELDS = ("addresses", "conditions", "nodeName")
+_SLICE_PORT_FIELDS = ("name", "protocol", "port")
+
+
+def endpoint_slice_copy(obj: dict[str, Any]) -> dict[str, Any]:
+    # Every slice, whoever manages it: Felix picks its service by the service-name label.
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": _metadata(obj),
+        "addressType": obj.get("addressType"),
+        "endpoints": [
+            {k: e[k] for k in _ENDPOINT_FIELDS if e.get(k) is not None}
+            for e in obj.get("endpoints") or ()
+        ],
+        "ports": [
+            {k: p[k] for k in _SLICE_PORT_FIELDS if p.get(k) is not None}
+            for p in obj.get("ports") or ()
+        ],
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class CopiedKind:
     controller: str  # its name in spec.controllers
@@ -125,6 +169,22 @@ NETWORK_POLICIES = CopiedKind(
     "networkpolicies",
     network_policy_copy,
 )
-COPIED_KINDS = {
-    kind.controller: kind for kind in (PODS, NAMESPACES, SERVICE_ACCOUNTS, NETWORK_POLICIES)
-}
+SERVICES = CopiedKind(
+    run_config.WORKLOAD_ENDPOINT,
+    "Service",
+    "/api/v1/services",
+    GROUP_CORE,
+    "services",
+    service_copy,
+)
+ENDPOINT_SLICES = CopiedKind(
+    run_config.WORKLOAD_ENDPOINT,
+    "EndpointSlice",
+    "/apis/discovery.k8s.io/v1/endpointslices",
+    GROUP_DISCOVERY,
+    "endpointslices",
+    endpoint_slice_copy,
+)
+# Every copied kind, each run by its controller: workloadEndpoint copies what Felix reads
+# about workloads (Pods, and the Services and EndpointSlices that load-balance to them).
+COPIED_KINDS = (PODS, SERVICES, ENDPOINT_SLICES, NAMESPACES, SERVICE_ACCOUNTS, NETWORK_POLICIES)

@@ -48,7 +48,7 @@ class ControllerManager:
         self.enabled = enabled
         self.config: RunConfig | None = None
         self.node_controller: NodeController | None = None
-        self.copiers: dict[str, CopyController] = {}
+        self.copiers: dict[str, CopyController] = {}  # by kind
         self.last_error = ""
 
     @property
@@ -94,12 +94,14 @@ class ControllerManager:
             self.node_controller = NodeController(config.node, view, self.datastore)
             work.append(self.node_controller.run())
         self.copiers = {}
-        for name, period in config.copies.items():
-            kind = COPIED_KINDS[name]
+        for kind in COPIED_KINDS:
+            if kind.controller not in config.copies:
+                continue
+            period = config.copies[kind.controller]
             copier = CopyController(
                 kind, informer(kind.api_path, kind.plural), self.datastore, period
             )
-            self.copiers[name] = copier
+            self.copiers[kind.kind] = copier
             work.append(copier.run())
         work.extend(i.run() for i in informers.values())
         tasks = [asyncio.create_task(c) for c in work]

@@ -28,8 +28,8 @@ KIND = "KubeControllersConfiguration"
 NAME = "default"
 ENABLED_CONTROLLERS_ENV = "ENABLED_CONTROLLERS"
 
-# Controllers by their name in spec.controllers; each copies one kind in etcd mode, except
-# node (both modes).
+# Controllers by their name in spec.controllers; each copies Kubernetes kinds in etcd mode
+# (copies.COPIED_KINDS says which), except node (both modes).
 NODE = "node"
 POLICY = "policy"
 WORKLOAD_ENDPOINT = "workloadEndpoint"

@@ -112,6 +112,8 @@ class KubeApi:
             "serviceaccounts": "/api/v1",
             "nodes": "/api/v1",
             "networkpolicies": "/apis/networking.k8s.io/v1",
+            "services": "/api/v1",
+            "endpointslices": "/apis/discovery.k8s.io/v1",
             "leases": "/apis/coordination.k8s.io/v1",
         }[kind]
         where = f"/namespaces/{quote(namespace)}" if namespace else ""
@@ -137,6 +139,17 @@ class KubeApi:
         return self._ok(
             "PATCH",
             self.path(kind, name, namespace),
+            patch,
+            content_type="application/merge-patch+json",
+        )
+
+    def patch_status(
+        self, kind: str, name: str, patch: dict[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
+        """A merge patch of the status subresource (a Service's load balancer, say)."""
+        return self._ok(
+            "PATCH",
+            self.path(kind, name, namespace) + "/status",
             patch,
             content_type="application/merge-patch+json",
         )

@@ -3,7 +3,8 @@
 A real API server (package fixture) and the session etcd; one controller replica per test,
 started after the test's objects exist or before, as each case needs. Copies live under the
 keys the rest of the project reads: /calico/resources/v3/core/{pods,namespaces,
-serviceaccounts}/... and /calico/resources/v3/networking.k8s.io/networkpolicies/...
+serviceaccounts,services}/..., /calico/resources/v3/networking.k8s.io/networkpolicies/... and
+/calico/resources/v3/discovery.k8s.io/endpointslices/...
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ import pytest_asyncio
 from lab.apiserver import ApiServer
 from libcalico.config import DatastoreConfig
 from libcalico.datastore import Datastore, ResyncRequiredError, connect
-from libcalico.datastore.keys import GROUP_CALICO, GROUP_CORE, GROUP_NETWORKING, resource_key
+from libcalico.datastore.keys import (
+    GROUP_CALICO,
+    GROUP_CORE,
+    GROUP_DISCOVERY,
+    GROUP_NETWORKING,
+    resource_key,
+)
 from libcalico.datastore.kube_client import KubeClient, KubeEvent
 from services.controllers.copier import CopyController
-from services.controllers.copies import PODS
+from services.controllers.copies import ENDPOINT_SLICES, PODS, SERVICES
 from services.controllers.informer import Informer
+from services.felix.calc.services import ServiceIndex
 from tests.controllers.conftest import Replicas
 from tests.controllers.kit import KubeApi, stored, wait_stored
 
@@ -236,6 +244,193 @@ async def test_a_watch_that_cannot_resume_relists_and_converges(
             pod_key("copy-410", "c"),
             lambda o: o is not None and o["metadata"]["labels"] == {"v": "3"},
         )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+
+
+# ---- Services and EndpointSlices (what Felix load-balances) ----
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def service_key(namespace: str, name: str) -> str:
+    return resource_key(GROUP_CORE, "services", name, namespace)
+
+
+def slice_key(namespace: str, name: str) -> str:
+    return resource_key(GROUP_DISCOVERY, "endpointslices", name, namespace)
+
+
+def web_service(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": namespace, "labels": {"app": "web"}},
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {"app": "web"},
+            "sessionAffinity": "ClientIP",
+            "externalTrafficPolicy": "Local",
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def web_slice(namespace: str, name: str, address: str, ready: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": namespace, "labels": {SERVICE_NAME_LABEL: "web"}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {
+                "addresses": [address],
+                "conditions": {"ready": ready},
+                "nodeName": "node-1",
+                "zone": "z1",
+                "targetRef": {"kind": "Pod", "namespace": namespace, "name": f"pod-{name}"},
+            }
+        ],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP", "appProtocol": "http"}],
+    }
+
+
+def felix_ports(service: dict[str, Any] | None, slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """Felix's ServicePorts (its own calculation, services/felix/calc/services.py) from a
+    Service and its slices, as node-1 sees them."""
+    index = ServiceIndex("node-1")
+    if service is not None:
+        meta = service["metadata"]
+        index.update_service(meta["namespace"], meta["name"], service)
+    for obj in slices:
+        index.update_slice(obj["metadata"]["namespace"], obj["metadata"]["name"], obj)
+    return dict(index.ports)
+
+
+async def test_service_and_endpoint_slice_copied_updated_deleted(
+    kube: KubeApi, replicas: Replicas, etcd: Datastore
+) -> None:
+    """Felix computes the same ServicePorts from the copies as from the API's objects, through
+    a status change (load-balancer IP), an endpoint going not-ready, and the deletes."""
+    ns = "copy-svc"
+    kube.namespace(ns)
+    kube.create("services", web_service(ns))
+    kube.create("endpointslices", web_slice(ns, "web-a", "10.65.0.5"))
+    stray = slice_key(ns, "gone-slice")  # a copy whose object is gone: the start pass drops it
+    await etcd.put(stray, json.dumps(web_slice(ns, "gone-slice", "10.65.0.9")).encode())
+    replicas().wait_leading()
+
+    async def copies_match_api() -> dict[str, Any]:
+        """Felix's ServicePorts from the copies, once they equal those from the API."""
+        api_slice = kube.get("endpointslices", "web-a", ns)
+        want = felix_ports(kube.get("services", "web", ns), [api_slice] if api_slice else [])
+        deadline = time.monotonic() + 10.0
+        while True:
+            copied = await stored(etcd, slice_key(ns, "web-a"))
+            got = felix_ports(
+                await stored(etcd, service_key(ns, "web")), [copied] if copied else []
+            )
+            if got == want or time.monotonic() > deadline:
+                assert got == want
+                return got
+            await asyncio.sleep(0.02)
+
+    ports = await copies_match_api()
+    (port,) = ports.values()
+    assert [b.address for b in port.backends] == ["10.65.0.5"]
+    assert port.backends[0].port == 8080
+    service = await stored(etcd, service_key(ns, "web"))
+    assert service is not None
+    assert service["spec"]["sessionAffinity"] == "ClientIP"
+    assert "status" not in service  # no load-balancer ingress yet; conditions are not kept
+    copied_slice = await stored(etcd, slice_key(ns, "web-a"))
+    assert copied_slice is not None
+    assert copied_slice["metadata"]["labels"][SERVICE_NAME_LABEL] == "web"
+    # Only what Felix reads of an endpoint and a port.
+    assert copied_slice["endpoints"] == [
+        {"addresses": ["10.65.0.5"], "conditions": {"ready": True}, "nodeName": "node-1"}
+    ]
+    assert copied_slice["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    await wait_stored(etcd, stray, lambda o: o is None)
+
+    # The load balancer's address arrives through the status subresource.
+    kube.patch_status(
+        "services", "web", {"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}}, ns
+    )
+    await wait_stored(etcd, service_key(ns, "web"), lambda o: o and "status" in o)
+    (port,) = (await copies_match_api()).values()
+    assert "192.0.2.10" in port.external_ips
+
+    kube.patch(
+        "endpointslices",
+        "web-a",
+        {"endpoints": [{"addresses": ["10.65.0.5"], "conditions": {"ready": False}}]},
+        ns,
+    )
+    await wait_stored(
+        etcd,
+        slice_key(ns, "web-a"),
+        lambda o: o and o["endpoints"][0]["conditions"] == {"ready": False},
+    )
+    await copies_match_api()
+
+    kube.delete("endpointslices", "web-a", ns)
+    await wait_stored(etcd, slice_key(ns, "web-a"), lambda o: o is None)
+    kube.delete("services", "web", ns)
+    await wait_stored(etcd, service_key(ns, "web"), lambda o: o is None)
+
+
+async def test_service_copies_converge_after_a_watch_gap(
+    kube: KubeApi, kube_api: ApiServer, etcd: Datastore
+) -> None:
+    """Deleted and changed while both watches were deaf: after the 410 relist the stale
+    copies are removed and the changed one rewritten."""
+    ns = "copy-svc-410"
+    kube.namespace(ns)
+    kube.create("services", web_service(ns))
+    for name, address in (("web-a", "10.65.1.1"), ("web-b", "10.65.1.2")):
+        kube.create("endpointslices", web_slice(ns, name, address))
+    client = KubeClient(str(kube_api.kubeconfig))
+    real_watch = client.watch
+    compacted = asyncio.Event()
+    watched: set[str] = set()
+
+    async def watch(path: str, since: int, params: Any = None) -> AsyncIterator[KubeEvent]:
+        if path not in watched:  # each kind's first watch hears nothing, then is compacted
+            watched.add(path)
+            await compacted.wait()
+            raise ResyncRequiredError(f"watch {path}: revision {since} is compacted")
+        async for event in real_watch(path, since, params):
+            yield event
+
+    client.watch = watch  # type: ignore[method-assign]
+    informers = [Informer(client, k.api_path, k.plural) for k in (SERVICES, ENDPOINT_SLICES)]
+    copiers = [
+        CopyController(k, i, etcd, reconciler_seconds=300.0)
+        for k, i in zip((SERVICES, ENDPOINT_SLICES), informers, strict=True)
+    ]
+    tasks = [asyncio.create_task(i.run()) for i in informers]
+    tasks += [asyncio.create_task(c.run()) for c in copiers]
+    try:
+        await wait_stored(etcd, service_key(ns, "web"))
+        await wait_stored(etcd, slice_key(ns, "web-b"))
+        kube.delete("endpointslices", "web-a", ns)
+        kube.patch("endpointslices", "web-b", {"endpoints": [{"addresses": ["10.65.1.3"]}]}, ns)
+        kube.delete("services", "web", ns)
+        await asyncio.sleep(0.3)
+        assert await stored(etcd, slice_key(ns, "web-a")) is not None, "the watch was deaf"
+        compacted.set()
+        await wait_stored(etcd, service_key(ns, "web"), lambda o: o is None)
+        await wait_stored(etcd, slice_key(ns, "web-a"), lambda o: o is None)
+        await wait_stored(
+            etcd,
+            slice_key(ns, "web-b"),
+            lambda o: o is not None and [e["addresses"] for e in o["endpoints"]] == [["10.65.1.3"]],
+        )
+        assert [i.relists for i in informers] == [2, 2]
     finally:
         for task in tasks:
             task.cancel()

@@ -236,6 +236,16 @@ ROWS: list[tuple[str, str, str, str | None, bool]] = [
     *[(KC, v, r, None, True) for v in ("list", "watch") for r in ("pods", "nodes", "namespaces")],
     *[(KC, v, r, None, True) for v in ("list", "watch") for r in ("serviceaccounts",)],
     *[(KC, v, "networkpolicies.networking.k8s.io", None, True) for v in ("list", "watch")],
+    *[
+        (KC, v, r, None, True)
+        for v in ("get", "list", "watch")
+        for r in ("services", "endpointslices.discovery.k8s.io")
+    ],
+    *[
+        (KC, v, r, None, False)
+        for v in ("create", "update", "patch", "delete")
+        for r in ("services", "endpointslices.discovery.k8s.io")
+    ],
     (KC, "get", "pods", None, True),
     (KC, "get", "nodes", None, True),
     (KC, "update", "leases.coordination.k8s.io", NAMESPACE, False),  # only its own, by name
@@ -245,6 +255,7 @@ ROWS: list[tuple[str, str, str, str | None, bool]] = [
     (NODE, "list", "endpointslices.discovery.k8s.io", NAMESPACE, True),
     *[(NODE, v, r, None, False) for v in ("get", "list") for r in ("pods", "nodes", "namespaces")],
     (NODE, "patch", "pods", None, False),
+    (NODE, "list", "services", None, False),
     (NODE, "update", "nodes", None, False),
     # calico-typha: nothing.
     *[(TYPHA, v, r, None, False) for v in ("get", "list") for r in ("pods", "nodes", "namespaces")],
