@@ -50,6 +50,9 @@ def controllers_rules() -> list[dict[str, Any]]:
     return [
         _rule("", ["pods", "namespaces", "serviceaccounts", "nodes"], READ),
         _rule("networking.k8s.io", ["networkpolicies"], READ),
+        # Copied into etcd for Felix (services/controllers/copies.py).
+        _rule("", ["services"], READ),
+        _rule("discovery.k8s.io", ["endpointslices"], READ),
         _rule("crd.projectcalico.org", ["*"], [*READ, *WRITE, "deletecollection"]),
         _rule("coordination.k8s.io", ["leases"], [*READ, *WRITE]),
     ]

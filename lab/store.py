@@ -16,8 +16,8 @@ order.
 
 Services and EndpointSlices (`put_object`, `list_objects`, `remove_object`) are kept as the
 Kubernetes objects' JSON, as an API server stores them: with an API server they are API
-objects (on etcd with `--kube-apiserver` also mirrored into etcd, which
-calico-kube-controllers does not copy them to); without one the lab is their API server and
+objects (on etcd with `--kube-apiserver` calico-kube-controllers copies them into etcd, as it
+does Pods); without one the lab is their API server and
 writes them under their datastore keys as they are (Felix reads them from there). Checking
 and defaulting them is lab/svcspec.py's, allocating cluster IPs lab/services.py's.
 """
@@ -138,11 +138,6 @@ class LabStore:
     def _api_objects(self) -> bool:
         return self.has_api
 
-    def _mirrored(self) -> bool:
-        """Objects written to the API are copied into the datastore too (etcd beside an API
-        server: nothing else copies these kinds there)."""
-        return self.has_api and self.state.datastore.get("type") != "kubernetes"
-
     async def get_object(self, ref: Mapping[str, Any]) -> dict[str, Any] | None:
         if self._api_objects():
             return await self.kube().get(ref)
@@ -178,25 +173,20 @@ class LabStore:
             stored = await self.kube().apply(obj)
             if obj.get("kind") == "Service" and "status" in obj:
                 stored = await self.kube().set_status(obj, obj["status"])
-            if self._mirrored():
-                await self._put_raw(stored)
             return stored
         return await self._put_raw(obj)
 
     async def remove_object(self, ref: Mapping[str, Any]) -> bool:
         """Delete it; False when there was none."""
-        removed = False
         if self._api_objects():
-            removed = await self.kube().delete(ref)
-        if not self._api_objects() or self._mirrored():
-            await self.client()
-            assert self._datastore is not None
-            try:
-                await self._datastore.delete(_object_key(ref))
-                removed = True
-            except KeyNotFoundError:
-                pass
-        return removed
+            return bool(await self.kube().delete(ref))
+        await self.client()
+        assert self._datastore is not None
+        try:
+            await self._datastore.delete(_object_key(ref))
+        except KeyNotFoundError:
+            return False
+        return True
 
     async def _put_raw(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """The object under its datastore key, as an API server would keep it (a uid and a
