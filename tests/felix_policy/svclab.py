@@ -162,7 +162,10 @@ class Host:
 
 
 class ServiceLab:
-    def __init__(self, ports: Iterable[tuple[str, int]] = (("TCP", 80), ("UDP", 53))) -> None:
+    def __init__(
+        self,
+        ports: Iterable[tuple[str, int]] = (*(("TCP", p) for p in range(80, 86)), ("UDP", 53)),
+    ) -> None:
         self.tag = uuid.uuid4().hex[:6]
         self.node_ns = f"sv-{self.tag}-node"
         self.ports = list(ports)

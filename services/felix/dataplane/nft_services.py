@@ -6,6 +6,8 @@ Layout (kube-proxy's nftables mode is the anchor; names in ``svc_names``):
   svc-nat-output     (nat, dstnat)   fib daddr type local ip daddr != 127.0.0.0/8
                                        meta l4proto . th dport vmap @cali-svc-nodeports
   svc-nat-postrouting (nat, srcnat)  ct mark & 0x4000 != 0 masquerade fully-random
+                                     ct status dnat ip saddr . ip daddr @cali-svc-hairpin
+                                       masquerade fully-random        (hairpin)
   svc-prerouting / svc-output (filter, -90: after DNAT at -100, before routing and policy)
                                      ct state new jump cali-svc-check
   cali-svc-check     no-endpoint verdicts (@cali-svc-noep-ips / -nodeports: goto
@@ -13,16 +15,25 @@ Layout (kube-proxy's nftables mode is the anchor; names in ``svc_names``):
   cali-svc-reject    TCP reset, else ICMP port unreachable
 
 Per ServicePort (h = hash of its id):
-  cali-svc-<h>   cluster policy: [masquerade non-pod sources to the cluster IP];
-                 [affinity: ip saddr @cali-aff-<e> goto cali-sep-<e>, ...];
+  cali-svc-<h>   cluster policy: [masquerade non-pod sources to the cluster IP]; then DNAT
+                 to a backend with equal weight: up to 16 backends a cascade of
+                 ``numgen random mod (N-i) 0 dnat ip to addr:port`` rules, above that one
+                 ``dnat ip to numgen random mod N map { i : addr . port }``
+                 With affinity: ip saddr @cali-aff-<e> goto cali-sep-<e> per backend, then
                  numgen random mod N vmap { i : goto cali-sep-<e_i> }
   cali-svl-<h>   the same over this node's backends (internal/external traffic policy Local)
   cali-sxt-<h>   external entry (node port, external IPs, LB IPs): ETP Cluster marks for
                  masquerade and goes to cali-svc; ETP Local sends pods (source in
                  @cali-pod-cidrs) and the host to cali-svc (kube-proxy's short-circuits),
                  everything else to cali-svl with the client address kept
-  cali-sep-<e>   hairpin (source == backend) marks for masquerade; update @cali-aff-<e>;
-                 dnat ip to addr:port
+  cali-sep-<e>   (affinity only) update @cali-aff-<e> { ip saddr }; dnat ip to addr:port
+
+Why no chain per endpoint (kube-proxy has one) and no anonymous verdict map per service
+unless affinity needs them: measured here, a transaction's kernel cost grows with the
+number of chains and of anonymous sets in the table (a jump's loop check walks every
+verdict map of the table; an anonymous set's name allocation scans every set), which made a
+full load of 10,000 services x 10 endpoints quadratic. Hairpin is therefore one shared set
+of ``backend . backend`` pairs checked at postrouting, not a rule per endpoint.
 
 Why a conntrack mark and not a packet mark for masquerade: between DNAT (prerouting) and
 SNAT (postrouting) the packet crosses Felix's policy chains, which rewrite the packet mark
@@ -30,9 +41,10 @@ SNAT (postrouting) the packet crosses Felix's policy chains, which rewrite the p
 touched, and postrouting's NAT sees only a connection's first packet anyway.
 
 Deltas: every ServicePort renders to a ``PortRendering`` (its chains, affinity sets and map
-entries). A change to one ServicePort diffs its old and new rendering: only its chains, map
-elements, affinity sets and cluster-IP set element are touched. Map keys two ServicePorts
-share (an external IP claimed twice) go to the smallest id, in full and delta renders alike.
+entries, its cluster IPs and hairpin pairs). A change to one ServicePort diffs its old and
+new rendering: only its chains, map elements, affinity sets and set elements are touched.
+Map keys two ServicePorts share (an external IP claimed twice) go to the smallest id, in
+full and delta renders alike.
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ SVC_NODEPORTS = "cali-svc-nodeports"  # proto . node port -> goto external chain
 NOEP_IPS = "cali-svc-noep-ips"  # IP . proto . port -> goto reject | drop
 NOEP_NODEPORTS = "cali-svc-noep-nodeports"  # proto . node port -> goto reject | drop
 CLUSTER_IPS = "cali-svc-cluster-ips"  # every cluster IP (other ports are rejected)
+HAIRPIN = "cali-svc-hairpin"  # backend . backend: a backend reaching itself is masqueraded
 POD_CIDRS = "cali-pod-cidrs"  # the pools: sources that keep their address
 CHECK = "cali-svc-check"
 REJECT = "cali-svc-reject"
@@ -68,14 +81,19 @@ SERVICE_CHAIN_PREFIXES = ("cali-svc-", "cali-svl-", "cali-sxt-", "cali-sep-")
 
 _IP_KEY = "ipv4_addr . inet_proto . inet_service"
 _PORT_KEY = "inet_proto . inet_service"
+# Backends above this are picked by an anonymous numgen map (one lookup), below by a
+# cascade of numgen rules (no anonymous set; see _balance).
+MAX_CASCADE = 16
 MAPS: dict[str, str] = {
     SVC_IPS: _IP_KEY,
     SVC_NODEPORTS: _PORT_KEY,
     NOEP_IPS: _IP_KEY,
     NOEP_NODEPORTS: _PORT_KEY,
 }
+SHARED_SETS = (CLUSTER_IPS, HAIRPIN)  # elements several ServicePorts may hold
 SETS: dict[str, str] = {
     CLUSTER_IPS: "type ipv4_addr;",
+    HAIRPIN: "type ipv4_addr . ipv4_addr;",
     POD_CIDRS: "type ipv4_addr; flags interval;",
 }
 
@@ -92,7 +110,11 @@ BASE_CHAINS: dict[str, tuple[str, tuple[str, ...]]] = {
     "svc-nat-output": ("type nat hook output priority -100; policy accept;", _DISPATCH),
     "svc-nat-postrouting": (
         "type nat hook postrouting priority srcnat; policy accept;",
-        (f"ct mark & {CT_MARK_MASQ:#x} != 0 masquerade fully-random",),
+        (
+            f"ct mark & {CT_MARK_MASQ:#x} != 0 masquerade fully-random",
+            # Hairpin: the replies must come back through this node to be un-DNATed.
+            f"ct status dnat ip saddr . ip daddr @{HAIRPIN} masquerade fully-random",
+        ),
     ),
     "svc-prerouting": (
         "type filter hook prerouting priority -90; policy accept;",
@@ -142,37 +164,52 @@ class PortRendering:
     chains: dict[str, list[str]]
     affinity_sets: dict[str, str]  # name -> "set <name> { ... }"
     entries: dict[str, dict[str, str]]  # map -> key -> verdict
-    cluster_ips: tuple[str, ...]
+    members: dict[str, tuple[str, ...]]  # shared set (CLUSTER_IPS, HAIRPIN) -> elements
 
 
 def _ip_key(address: str, sp: ServicePort) -> str:
     return f"{address} . {sp.protocol} . {sp.port}"
 
 
+def _dnat(sp: ServicePort, b: ServiceBackend) -> str:
+    return f"meta l4proto {sp.protocol} dnat ip to {b.address}:{b.port}"
+
+
 def _balance(sp: ServicePort, backends: tuple[ServiceBackend, ...], head: list[str]) -> list[str]:
+    """Pick a backend with equal weight and DNAT to it."""
     rules = list(head)
+    n = len(backends)
     if sp.affinity_timeout_s:
-        # A client that was sent to a backend within the timeout goes there again.
+        # A client sent to a backend within the timeout goes there again; the endpoint
+        # chains record the choice (``update @set``), so they exist only with affinity.
         rules += [
             f"ip saddr @{affinity_set(sp.id, b, sp.affinity_timeout_s)} "
             f"goto {endpoint_chain(sp.id, b)}"
             for b in backends
         ]
-    if len(backends) == 1:
-        rules.append(f"goto {endpoint_chain(sp.id, backends[0])}")
-    else:
-        targets = ", ".join(
-            f"{i} : goto {endpoint_chain(sp.id, b)}" for i, b in enumerate(backends)
+        if n == 1:
+            rules.append(f"goto {endpoint_chain(sp.id, backends[0])}")
+        else:
+            targets = ", ".join(
+                f"{i} : goto {endpoint_chain(sp.id, b)}" for i, b in enumerate(backends)
+            )
+            rules.append(f"numgen random mod {n} vmap {{ {targets} }}")
+    elif n > MAX_CASCADE:
+        targets = ", ".join(f"{i} : {b.address} . {b.port}" for i, b in enumerate(backends))
+        rules.append(
+            f"meta l4proto {sp.protocol} dnat ip to numgen random mod {n} map {{ {targets} }}"
         )
-        rules.append(f"numgen random mod {len(backends)} vmap {{ {targets} }}")
+    else:
+        # Backend i is taken with probability 1/(n-i) once 0..i-1 were not: 1/n each. No
+        # anonymous set: the kernel's cost of adding one grows with the sets in the table.
+        for i, b in enumerate(backends[:-1]):
+            rules.append(f"numgen random mod {n - i} 0 {_dnat(sp, b)}")
+        rules.append(_dnat(sp, backends[-1]))
     return [tagged(x) for x in rules]
 
 
-def _endpoint_rules(sp: ServicePort, b: ServiceBackend) -> list[str]:
-    rules = [f"ip saddr {b.address} {_MARK_MASQ}"]  # hairpin: replies must come back here
-    if sp.affinity_timeout_s:
-        rules.append(f"update @{affinity_set(sp.id, b, sp.affinity_timeout_s)} {{ ip saddr }}")
-    rules.append(f"meta l4proto {sp.protocol} dnat ip to {b.address}:{b.port}")
+def _endpoint_rules(sp: ServicePort, b: ServiceBackend, timeout_s: int) -> list[str]:
+    rules = [f"update @{affinity_set(sp.id, b, timeout_s)} {{ ip saddr }}", _dnat(sp, b)]
     return [tagged(x) for x in rules]
 
 
@@ -201,14 +238,14 @@ def render_port(sp: ServicePort, masquerade_non_pods: bool) -> PortRendering:
     if local and (sp.internal_local or sp.external_local):
         head = masq_head if sp.internal_local else []
         chains[local_chain(sp.id)] = _balance(sp, local, head)
-    for b in everywhere:  # the cluster chain (always there with backends) uses every one
-        chains[endpoint_chain(sp.id, b)] = _endpoint_rules(sp, b)
-        if sp.affinity_timeout_s:
-            name = affinity_set(sp.id, b, sp.affinity_timeout_s)
-            affinity[name] = (
-                f"set {name} {{ type ipv4_addr; flags dynamic,timeout; "
-                f"timeout {sp.affinity_timeout_s}s; }}"
-            )
+    timeout = sp.affinity_timeout_s
+    for b in everywhere if timeout else ():  # the cluster chain uses every backend
+        assert timeout is not None
+        name = affinity_set(sp.id, b, timeout)
+        chains[endpoint_chain(sp.id, b)] = _endpoint_rules(sp, b, timeout)
+        affinity[name] = (
+            f"set {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}"
+        )
 
     internal_chain = local_chain(sp.id) if sp.internal_local else cluster_chain(sp.id)
     for cip in cips:
@@ -246,7 +283,11 @@ def render_port(sp: ServicePort, masquerade_non_pods: bool) -> PortRendering:
                 entries[SVC_NODEPORTS][key] = f"goto {xchain}"
             if not external:
                 entries[NOEP_NODEPORTS][key] = no_external
-    return PortRendering(chains, affinity, entries, cips)
+    members = {
+        CLUSTER_IPS: cips,
+        HAIRPIN: tuple(sorted({f"{b.address} . {b.address}" for b in everywhere})),
+    }
+    return PortRendering(chains, affinity, entries, members)
 
 
 # -- all ServicePorts ----------------------------------------------------------------------------
@@ -271,7 +312,7 @@ class ServiceRendering:
     parts: dict[str, PortRendering] = field(default_factory=dict)
     ports: dict[str, ServicePort] = field(default_factory=dict)
     owners: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
-    ip_refs: dict[str, set[str]] = field(default_factory=dict)
+    refs: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # set -> elem -> ids
     masquerade_non_pods: bool = False
 
     def chains(self) -> dict[str, list[str]]:
@@ -294,8 +335,10 @@ class ServiceRendering:
             for key, verdict in entries.items():
                 self.owners.setdefault((map_name, key), {})[sp.id] = verdict
                 keys.add((map_name, key))
-        for ip in part.cluster_ips:
-            self.ip_refs.setdefault(ip, set()).add(sp.id)
+        for set_name, members in part.members.items():
+            refs = self.refs.setdefault(set_name, {})
+            for member in members:
+                refs.setdefault(member, set()).add(sp.id)
         return keys
 
     def remove(self, sp_id: str) -> tuple[PortRendering | None, set[tuple[str, str]]]:
@@ -313,11 +356,13 @@ class ServiceRendering:
                 if not owners:
                     self.owners.pop((map_name, key), None)
                 keys.add((map_name, key))
-        for ip in part.cluster_ips:
-            refs = self.ip_refs.get(ip, set())
-            refs.discard(sp_id)
-            if not refs:
-                self.ip_refs.pop(ip, None)
+        for set_name, members in part.members.items():
+            refs = self.refs.get(set_name, {})
+            for member in members:
+                ids = refs.get(member, set())
+                ids.discard(sp_id)
+                if not ids:
+                    refs.pop(member, None)
         return part, keys
 
     def settle(self, keys: Iterable[tuple[str, str]]) -> None:
@@ -339,7 +384,8 @@ def render_services(state: DataplaneState) -> ServiceRendering:
         sp = state.service_ports[sp_id]
         keys |= out.add(sp, render_port(sp, out.masquerade_non_pods))
     out.settle(keys)
-    out.sets = {CLUSTER_IPS: set(out.ip_refs), POD_CIDRS: pod_cidr_elements(state.pod_cidrs)}
+    out.sets = {name: set(out.refs.get(name, {})) for name in SHARED_SETS}
+    out.sets[POD_CIDRS] = pod_cidr_elements(state.pod_cidrs)
     return out
 
 
@@ -382,7 +428,7 @@ def apply_delta(svc: ServiceRendering, state: DataplaneState, delta: StateDelta)
         changed |= set(svc.parts) | set(state.service_ports)
         svc.masquerade_non_pods = masq
     keys: set[tuple[str, str]] = set()
-    old_ips = set(svc.ip_refs)
+    old_members = {name: set(svc.refs.get(name, {})) for name in SHARED_SETS}
     for sp_id in sorted(changed):
         sp = state.service_ports.get(sp_id)
         new_part = render_port(sp, masq) if sp is not None else None
@@ -430,10 +476,11 @@ def apply_delta(svc: ServiceRendering, state: DataplaneState, delta: StateDelta)
         out.elements += _elements_line("delete", map_name, values)
     for map_name, values in adds.items():
         out.elements += _elements_line("add", map_name, values)
-    new_ips = set(svc.ip_refs)
-    out.elements += _elements_line("delete", CLUSTER_IPS, old_ips - new_ips)
-    out.elements += _elements_line("add", CLUSTER_IPS, new_ips - old_ips)
-    svc.sets[CLUSTER_IPS] = new_ips
+    for name, old_set in old_members.items():
+        new_set = set(svc.refs.get(name, {}))
+        out.elements += _elements_line("delete", name, old_set - new_set)
+        out.elements += _elements_line("add", name, new_set - old_set)
+        svc.sets[name] = new_set
     if delta.pod_cidrs:
         old_cidrs = svc.sets.get(POD_CIDRS, set())
         new_cidrs = pod_cidr_elements(state.pod_cidrs)
@@ -514,6 +561,8 @@ def _verdict_text(verdict: Any) -> str:
 
 def _element_value(elem: Any) -> str:
     if isinstance(elem, dict):
+        if "concat" in elem:
+            return " . ".join(_element_value(e) for e in elem["concat"])
         if "prefix" in elem:
             return f"{elem['prefix']['addr']}/{elem['prefix']['len']}"
         if "elem" in elem:
