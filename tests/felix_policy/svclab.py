@@ -33,6 +33,7 @@ OUTSIDE_IP = "198.18.0.2"
 POD_CIDR = "10.65.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
 EXTERNAL_CIDR = "203.0.113.0/24"
+DEFAULT_PORTS = (*[("TCP", port) for port in range(80, 86)], ("UDP", 53))
 
 
 def sh(*argv: str, check: bool = True, input_text: str | None = None) -> str:
@@ -164,7 +165,7 @@ class Host:
 class ServiceLab:
     def __init__(
         self,
-        ports: Iterable[tuple[str, int]] = (*(("TCP", p) for p in range(80, 86)), ("UDP", 53)),
+        ports: Iterable[tuple[str, int]] = DEFAULT_PORTS,
     ) -> None:
         self.tag = uuid.uuid4().hex[:6]
         self.node_ns = f"sv-{self.tag}-node"
