@@ -6,22 +6,22 @@ kube-proxy deletes those entries after it has removed the backend from the rules
 Felix, after a successful apply (a new datagram then misses conntrack and is balanced over
 the current backends). Dataplane-independent: the nftables and iptables drivers both call it.
 
-Measured choice: pyroute2's conntrack socket on a thread inside the node's namespace — one
-netlink dump per cleanup whatever the number of stale (service, backend) pairs, no fork —
-rather than one ``conntrack -D`` process per pair.
+Measured choice (3,000 UDP entries in a namespace): pyroute2's conntrack dump parses in
+Python, 1.65 s for the 3,000; ``conntrack -L -p udp`` lists them in C and one
+``conntrack -D`` per stale (service address, backend) pair deletes in ~20 ms each. So the
+tool (in scripts/setup.sh's apt list, as in Calico's and kube-proxy's images) it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from services.felix.calc.model import ServicePort
-from services.felix.dataplane.netns import NetnsWorker
+from services.felix.dataplane.netns import command_in_netns
 
 log = logging.getLogger(__name__)
 
@@ -93,51 +93,61 @@ def current_targets(ports: Iterable[ServicePort]) -> UdpTargets:
     return out
 
 
+def parse_listing(text: str) -> list[tuple[Target, Target]]:
+    """(original destination, reply source) of each ``conntrack -L`` line."""
+    out = []
+    for line in text.splitlines():
+        dst = _values(line, "dst=")
+        src = _values(line, "src=")
+        sport = _values(line, "sport=")
+        dport = _values(line, "dport=")
+        if len(dst) >= 2 and len(src) >= 2 and len(sport) >= 2 and len(dport) >= 2:
+            out.append(((dst[0], int(dport[0])), (src[1], int(sport[1]))))
+    return out
+
+
+def _values(line: str, key: str) -> list[str]:
+    return [word[len(key) :] for word in line.split() if word.startswith(key)]
+
+
 class ConntrackCleaner:
-    """Deletes stale UDP entries inside one network namespace."""
+    """Deletes stale UDP entries inside one network namespace, with the ``conntrack`` tool:
+    one listing of the UDP entries, then one delete per stale (service address,
+    backend) pair."""
 
     def __init__(self, netns_path: str | None) -> None:
         self._path = netns_path
-        self._worker: NetnsWorker | None = None
 
-    def _delete(self, targets: UdpTargets) -> int:
-        from pyroute2 import Conntrack
-        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
-
-        deleted = 0
-        ct: Any = Conntrack()
-        try:
-            stale = []
-            for entry in ct.dump_entries(tuple_orig=NFCTAttrTuple(proto=socket.IPPROTO_UDP)):
-                orig, reply = entry.tuple_orig, entry.tuple_reply
-                if targets.stale((orig.daddr, orig.dport), (reply.saddr, reply.sport)):
-                    stale.append(entry)
-            for entry in stale:
-                try:
-                    ct.delete(entry)
-                    deleted += 1
-                except OSError:  # already gone (expired meanwhile)
-                    pass
-        finally:
-            ct.close()
-        return deleted
+    async def _conntrack(self, *args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *command_in_netns(self._path, ["conntrack", *args]),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        return out.decode()
 
     async def delete_stale(self, targets: UdpTargets) -> int:
         if not targets:
             return 0
-        if self._worker is None:
-            self._worker = NetnsWorker(self._path, "conntrack")
-        worker = self._worker
+        if shutil.which("conntrack") is None:
+            log.warning("conntrack tool missing: stale UDP service flows are not deleted")
+            return 0
         try:
-            deleted = await asyncio.wrap_future(worker.submit(lambda: self._delete(targets)))
-        except Exception:
+            listing = await self._conntrack("-L", "-p", "udp")
+            stale = sorted({pair for pair in parse_listing(listing) if targets.stale(*pair)})
+            for (dst, dport), (backend, bport) in stale:
+                await self._conntrack(
+                    "-D", "-p", "udp",
+                    "--orig-dst", dst, "--orig-port-dst", str(dport),
+                    "--reply-src", backend, "--reply-port-src", str(bport),
+                )  # fmt: skip
+        except OSError:
             log.exception("deleting stale UDP conntrack entries failed")
             return 0
-        if deleted:
-            log.info("deleted %d UDP conntrack entries of removed service backends", deleted)
-        return deleted
+        if stale:
+            log.info("deleted UDP conntrack entries of %d removed service backends", len(stale))
+        return len(stale)
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None
+        pass
