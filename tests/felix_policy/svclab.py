@@ -252,7 +252,9 @@ class ServiceLab:
         )  # fmt: skip
         return self._add_host(name, netns, ip, iface)
 
-    def tcp(self, src: str, dst: str, port: int, timeout: float = 0.5) -> Answer:
+    def tcp(self, src: str, dst: str, port: int, timeout: float = 1.5) -> Answer:
+        """Long enough for one SYN retransmission (1 s): a probe expected to time out passes
+        a short ``timeout``."""
         return self.hosts[src].worker.call(lambda: tcp_request(dst, port, timeout))
 
     def udp(self, src: str, dst: str, port: int, timeout: float = 0.5) -> Answer:

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import json
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -128,7 +129,12 @@ async def test_cluster_ip_balances_keeps_pod_source_and_masquerades_others(
 ) -> None:
     one = service("one", "10.96.0.1", [backend("b1")])
     three = service("three", "10.96.0.3", [backend(n) for n in ("b1", "b2", "b3")])
-    await dataplane.reconcile(make_state(lab, one, three))
+    # SCTP is programmed (this kernel has no SCTP sockets to probe it with).
+    sctp = service("three", "10.96.0.3", [backend("b1", 9999)], protocol=132, port=9999)
+    await dataplane.reconcile(make_state(lab, one, three, sctp))
+    assert "meta l4proto sctp dnat ip to 10.65.0.11:9999" in lab.nft(
+        "list", "chain", "inet", "calico", cluster_chain(sctp.id)
+    )
 
     answers = [lab.tcp("a", "10.96.0.1", 80) for _ in range(20)]
     assert {(x.outcome, x.server, x.client) for x in answers} == {("ok", "b1", PODS["a"])}
@@ -231,8 +237,8 @@ async def test_external_traffic_policy_local(lab: ServiceLab, dataplane: Nftable
         answers = [lab.tcp("outside", dst, port) for _ in range(30)]
         assert {(x.server, x.client) for x in answers} == {("b1", OUTSIDE_IP)}
     # No local backend: external clients get nothing (dropped, not refused) ...
-    assert lab.tcp("outside", NODE_IP, 30082).outcome == "timeout"
-    assert lab.tcp("outside", "203.0.113.12", 80).outcome == "timeout"
+    assert lab.tcp("outside", NODE_IP, 30082, timeout=0.5).outcome == "timeout"
+    assert lab.tcp("outside", "203.0.113.12", 80, timeout=0.5).outcome == "timeout"
     # ... while pods and the host reach any backend (kube-proxy's short-circuit).
     assert lab.tcp("a", NODE_IP, 30082).server == "b3"
     assert lab.tcp("a", "203.0.113.12", 80).server == "b3"
@@ -248,7 +254,9 @@ async def test_internal_traffic_policy_local(lab: ServiceLab, dataplane: Nftable
     remote = service("itp-remote", "10.96.2.2", [backend("b3", local=False)], internal_local=True)
     await dataplane.reconcile(make_state(lab, mixed, remote))
     assert served([lab.tcp("a", "10.96.2.1", 80) for _ in range(40)]) == {"b1": 40}
-    assert lab.tcp("a", "10.96.2.2", 80).outcome == "timeout"  # backends, none local: drop
+    assert (
+        lab.tcp("a", "10.96.2.2", 80, timeout=0.5).outcome == "timeout"
+    )  # backends, none local: drop
 
 
 async def test_policy_applies_to_the_backend_through_the_service(
@@ -264,8 +272,8 @@ async def test_policy_applies_to_the_backend_through_the_service(
     )
     await dataplane.reconcile(state)
     assert lab.tcp("a", "10.96.3.1", 80).server == "b2"
-    assert lab.tcp("c", "10.96.3.1", 80).outcome == "timeout"  # denied after DNAT
-    assert lab.tcp("c", PODS["b2"], 80).outcome == "timeout"
+    assert lab.tcp("c", "10.96.3.1", 80, timeout=0.5).outcome == "timeout"  # denied after DNAT
+    assert lab.tcp("c", PODS["b2"], 80, timeout=0.5).outcome == "timeout"
 
 
 async def test_udp_flows_leave_a_removed_backend(
@@ -287,6 +295,48 @@ async def test_udp_flows_leave_a_removed_backend(
         assert {lab.udp_on("a", flow).server for _ in range(5)} == {other}
     finally:
         flow.close()
+
+
+async def test_no_connection_reaches_a_removed_backend_once_applied(
+    lab: ServiceLab, dataplane: NftablesDataplane
+) -> None:
+    web = service("loop", "10.96.9.1", [backend(n) for n in ("b1", "b2", "b3")])
+    state = make_state(lab, web)
+    await dataplane.reconcile(state)
+    results: list[tuple[float, Answer]] = []
+    stop = threading.Event()
+
+    def loop() -> None:  # a client connecting over and over, on its own thread
+        while not stop.is_set():
+            started = time.monotonic()  # a connection started after an apply returned
+            results.append((started, lab.tcp("a", "10.96.9.1", 80)))
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        await asyncio.sleep(0.3)
+        state.service_ports[web.id] = service("loop", "10.96.9.1", [backend("b1"), backend("b2")])
+        await dataplane.apply(state, StateDelta(service_ports={web.id}))
+        enforced = time.monotonic()
+        await asyncio.sleep(0.3)
+        changing = time.monotonic()  # b3 comes back from here on
+        state.service_ports[web.id] = service("loop", "10.96.9.1", [backend("b2"), backend("b3")])
+        await dataplane.apply(state, StateDelta(service_ports={web.id}))
+        added = time.monotonic()
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    before = served([a for t, a in results if t < enforced])
+    between = served([a for t, a in results if enforced < t < changing])
+    after = served([a for t, a in results if t > added])
+    print("before", dict(before), "between", dict(between), "after", dict(after))
+    assert set(before) == {"b1", "b2", "b3"}
+    late = [
+        round(t - enforced, 4) for t, a in results if enforced < t < changing and a.server == "b3"
+    ]
+    assert set(between) == {"b1", "b2"}, f"b3 removed, yet reached at +{late} s"
+    assert set(after) == {"b2", "b3"}, "b1 removed, b3 back"
 
 
 async def test_a_service_change_is_a_small_transaction(
@@ -316,7 +366,7 @@ async def test_a_service_change_is_a_small_transaction(
     await dataplane.apply(state, StateDelta(service_ports={web.id}))
     assert service_hash(other.id) not in dataplane.last_script
     # No longer a service address: not answered (routed on, back and forth, until TTL).
-    assert lab.tcp("a", "10.96.5.1", 80).outcome in ("timeout", "error")
+    assert lab.tcp("a", "10.96.5.1", 80, timeout=0.5).outcome in ("timeout", "error")
     assert lab.tcp("outside", NODE_IP, 30090).outcome == "refused"  # the node: no listener
     assert lab.tcp("a", "10.96.5.2", 80).server == "b2"
     listing = lab.nft("list", "table", "inet", "calico")
