@@ -16,8 +16,14 @@ from typing import Any
 
 from services.felix.calc.model import DataplaneState, StateDelta
 from services.felix.dataplane import nft_render as r
+from services.felix.dataplane import nft_services as svc
 from services.felix.dataplane.names import RULE_TAG, endpoint_chain, nft_set_name, policy_chain
 from services.felix.dataplane.nft_exec import NftError, make_runner
+from services.felix.dataplane.svc_conntrack import (
+    ConntrackCleaner,
+    changed_targets,
+    current_targets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ class Rendering:
     ifaces: set[str] = field(default_factory=set)  # known workload interfaces
     # Union sets each endpoint chain uses (see rule_opt): chain -> {union id: constituents}.
     unions: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    # Services: maps, sets and how they were derived (their chains are in ``chains``).
+    svc: svc.ServiceRendering = field(default_factory=svc.ServiceRendering)
 
     def union_sets(self) -> dict[str, tuple[str, ...]]:
         out: dict[str, tuple[str, ...]] = {}
@@ -76,8 +84,16 @@ def _program_chains(state: DataplaneState, key: str, profile: bool) -> dict[str,
     return out
 
 
+def chain_header(name: str) -> str:
+    return svc.chain_header(name) or r.chain_header(name)
+
+
+def static_chains() -> dict[str, list[str]]:
+    return {**r.static_chains(), **svc.static_chains()}
+
+
 def render_full(state: DataplaneState) -> Rendering:
-    out = Rendering(chains=r.static_chains())
+    out = Rendering(chains=static_chains())
     for set_id, spec in state.ipsets.items():
         members = state.ipset_members.get(set_id, set())
         out.sets[r.kernel_set_name(spec, members)] = (
@@ -103,6 +119,8 @@ def render_full(state: DataplaneState) -> Rendering:
     for uid, constituents in out.union_sets().items():
         name, decl, elements = _union_set(state, uid, constituents)
         out.sets[name] = (decl, elements)
+    out.svc = svc.render_services(state)
+    out.chains.update(out.svc.chains())
     return out
 
 
@@ -120,6 +138,7 @@ class NftablesDataplane:
     def __init__(self, netns_path: str | None, backend: str = "lib") -> None:
         self._runner = make_runner(netns_path, backend)
         self._applied: Rendering | None = None  # None: unknown, reconcile before deltas
+        self._conntrack = ConntrackCleaner(netns_path)
         self.last_script = ""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -133,6 +152,7 @@ class NftablesDataplane:
 
     async def close(self) -> None:
         self._runner.close()
+        self._conntrack.close()
 
     def programmed_interfaces(self) -> frozenset[str]:
         if self._applied is None:
@@ -145,8 +165,8 @@ class NftablesDataplane:
     def _skeleton_script(self) -> str:
         lines = [f"add table {T}"]
         lines += self._declare_static()
-        chains = r.static_chains()
-        lines += [r.chain_header(name) for name in chains]  # every jump target first
+        chains = static_chains()
+        lines += [chain_header(name) for name in chains]  # every jump target first
         for name, rules in chains.items():
             lines += [f"add rule {T} {name} {rule}" for rule in rules]
         return "\n".join(lines) + "\n"
@@ -157,6 +177,7 @@ class NftablesDataplane:
             f"add map {T} {r.FW_DISPATCH} {{ type ifname : verdict; }}",
             f"add map {T} {r.TW_DISPATCH} {{ type ifname : verdict; }}",
             f"add set {T} {r.LOCAL_IFACES} {{ type ifname; }}",
+            *svc.declarations(),
         ]
 
     # -- deltas ----------------------------------------------------------------------------
@@ -165,7 +186,7 @@ class NftablesDataplane:
         if self._applied is None:
             await self.reconcile(state)
             return
-        script, new_applied = self._delta_script(state, delta, self._applied)
+        script, new_applied, old_ports = self._delta_script(state, delta, self._applied)
         if not script:
             return
         try:
@@ -177,10 +198,13 @@ class NftablesDataplane:
             return
         self.last_script = script
         self._applied = new_applied
+        if old_ports:
+            # Only now no new flow can reach a removed backend: drop the UDP flows that do.
+            await self._conntrack.delete_stale(changed_targets(old_ports, state.service_ports))
 
     def _delta_script(
         self, state: DataplaneState, delta: StateDelta, applied: Rendering
-    ) -> tuple[str, Rendering]:
+    ) -> tuple[str, Rendering, dict[str, Any]]:
         new = Rendering(
             chains=dict(applied.chains),
             sets=dict(applied.sets),
@@ -188,6 +212,8 @@ class NftablesDataplane:
             tw=dict(applied.tw),
             ifaces=set(applied.ifaces),
             unions=dict(applied.unions),
+            # Updated in place: a failed transaction discards the whole record (reconcile).
+            svc=applied.svc,
         )
         head: list[str] = []  # set/chain creation and contents, in dependency order
         tail: list[str] = []  # deletions, after nothing references them any more
@@ -231,6 +257,8 @@ class NftablesDataplane:
                 profiles=delta.profiles
                 | {k for k, p in state.profiles.items() if renamed & p.ipset_ids()},
                 endpoints=delta.endpoints,
+                service_ports=delta.service_ports,
+                pod_cidrs=delta.pod_cidrs,
             )
 
         # Policy and profile chains; a chain appearing or vanishing changes endpoint chains.
@@ -306,13 +334,21 @@ class NftablesDataplane:
                     if new.chains.pop(name, None) is not None:
                         gone.append(name)
         head[sets_end:sets_end] = self._union_updates(state, delta, applied, new, tail)
+        # Services: their own chains, maps and sets (nothing above refers to them).
+        services = svc.apply_delta(new.svc, state, delta)
+        head += services.sets + services.headers + services.rules + services.elements
+        for name, svc_rules in services.chains.items():
+            if svc_rules is not None:
+                new.chains[name] = svc_rules
+        gone += services.gone_chains
+        tail += [f"delete set {T} {name}" for name in services.gone_sets]
         # Flush every chain that goes before deleting any (one may jump to another).
         tail_chains = [f"flush chain {T} {n}" for n in gone]
         tail_chains += [f"delete chain {T} {n}" for n in gone]
         for name in gone:
             new.chains.pop(name, None)
         lines = head + tail_chains + tail
-        return ("\n".join(lines) + "\n" if lines else ""), new
+        return ("\n".join(lines) + "\n" if lines else ""), new, dict(services.old_ports)
 
     @staticmethod
     def _union_updates(
@@ -374,7 +410,11 @@ class NftablesDataplane:
         if script:
             await self._runner.run(script)
             self.last_script = script
+        first = self._applied is None
         self._applied = intended
+        if first:
+            # A (re)start: backends may have gone while no Felix ran.
+            await self._conntrack.delete_stale(current_targets(state.service_ports.values()))
         return repairs
 
     def _repair_script(self, want: Rendering, have: Rendering | None) -> tuple[str, int]:
@@ -385,6 +425,8 @@ class NftablesDataplane:
             lines += self._declare_static()
             have = Rendering()
             repairs += 1
+        services = svc.repair(want.svc, have.svc)
+        repairs += services.repairs
         # Sets first (rules refer to them).
         for name, (decl, elements) in want.sets.items():
             old = have.sets.get(name)
@@ -396,10 +438,11 @@ class NftablesDataplane:
                 repairs += 1
                 if elements:
                     lines.append(f"add element {T} {name} {{ {_elements(elements)} }}")
+        lines += services.sets
         # Chain headers before any rule, so every jump target exists.
         for name in want.chains:
             if name not in have.chains:
-                lines.append(r.chain_header(name))
+                lines.append(chain_header(name))
         for name, rules in want.chains.items():
             old_rules = have.chains.get(name)
             if old_rules is not None and [_tag(x) for x in old_rules] == [_tag(x) for x in rules]:
@@ -417,6 +460,7 @@ class NftablesDataplane:
                 lines.append(f"flush map {T} {map_name}")
                 if entries:
                     lines.append(f"add element {T} {map_name} {{ {_map_elements(entries)} }}")
+        lines += services.elements
         if want.ifaces != have.ifaces:
             repairs += 1
             lines.append(f"flush set {T} {r.LOCAL_IFACES}")
@@ -427,6 +471,7 @@ class NftablesDataplane:
         lines += [f"flush chain {T} {n}" for n in extra_chains]
         lines += [f"delete chain {T} {n}" for n in extra_chains]
         lines += [f"delete set {T} {n}" for n in have.sets if n not in want.sets]
+        lines += [f"delete set {T} {n}" for n in services.gone_sets]
         repairs += len(extra_chains)
         return ("\n".join(lines) + "\n" if repairs else ""), repairs
 
@@ -468,6 +513,8 @@ def _parse_listing(listing: dict[str, Any]) -> Rendering:
     out = Rendering()
     static_sets = {r.LOCAL_IFACES}
     for item in listing.get("nftables", []):
+        if svc.parse_item(item, out.svc):
+            continue
         if "chain" in item:
             out.chains.setdefault(item["chain"]["name"], [])
         elif "rule" in item:
