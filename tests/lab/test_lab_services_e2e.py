@@ -1,7 +1,9 @@
 """The public Services cases through `calico-lab conformance --services`, with Felix
-programming the Services (issue 14): every case on nftables with one node (the 3-node case
-is skipped there, the run being single-node only), a sample on iptables, and a sample on three
-nodes (the NodePort case among them). `CALICO_CONFORMANCE_FULL=1` runs every case on each.
+programming the Services (issue 14). Every case runs on the combination CI runs every netpol
+case on (kubernetes datastore, 3 nodes, BGP mesh, nftables); a sample runs on every other one
+this file lists: nftables and iptables, one node and three, embedded, etcd, etcd beside an
+API server (calico-kube-controllers copying Services and EndpointSlices into etcd), and the
+kubernetes datastore through Typha. `CALICO_CONFORMANCE_FULL=1` runs every case on each.
 
 The report is judged again here from its raw observations (svccases.judge on `results` and
 `addresses`), not from the runner's own `pass` flags: every TCP and UDP probe must pass, SCTP
@@ -21,6 +23,7 @@ import pytest
 from lab.conformance.svccases import judge, load_cases
 from lab.prober import Observation
 from tests.fixtures.shared import shared_dir
+from tests.lab.kubelabkit import MODES, require_kube
 from tests.lab.labkit import CALICO_LAB, REPO, host_snapshot, lab_namespaces
 
 pytestmark = pytest.mark.netns
@@ -104,33 +107,48 @@ def cases_option(sample: list[str]) -> list[str]:
     return [] if FULL else [arg for case in sample for arg in ("--case", case)]
 
 
-def test_public_services_nftables_single_node(
-    needs_services: None, lab_dir: Path, tmp_path: Path
+def test_every_public_services_case_kubernetes_nftables_three_nodes(
+    needs_bgp: None, lab_dir: Path, tmp_path: Path
 ) -> None:
-    report = run(lab_dir, tmp_path, "--dataplane", "nftables")
-    assert report["nodes"] == 1 and report["single_node_only"]
-    ran = [c for c in report["cases"] if not c.get("skipped")]
-    assert len(ran) == len(report["cases"]) - 1  # only the 3-node case is skipped
-
-
-def test_public_services_iptables_sample(
-    needs_services: None, lab_dir: Path, tmp_path: Path
-) -> None:
-    report = run(lab_dir, tmp_path, "--dataplane", "iptables", *cases_option(SAMPLE))
-    assert report["dataplane"] == "iptables"
-
-
-def test_public_services_three_nodes_sample(needs_bgp: None, lab_dir: Path, tmp_path: Path) -> None:
-    report = run(
-        lab_dir,
-        tmp_path,
-        "--nodes",
-        "3",
-        "--dataplane",
-        "nftables",
-        "--datastore",
-        "etcdv3",
-        *cases_option(SAMPLE_3_NODES),
-    )
+    """The one combination CI runs every case on."""
+    require_kube("kubernetes")
+    options = ("--nodes", "3", "--bgp", "mesh", "--dataplane", "nftables", *MODES["kubernetes"])
+    report = run(lab_dir, tmp_path, *options)
     assert report["nodes"] == 3 and not report["single_node_only"]
     assert all(not c.get("skipped") for c in report["cases"])
+
+
+@pytest.mark.parametrize(
+    ("options", "sample"),
+    [
+        (("--dataplane", "nftables"), SAMPLE),
+        (("--dataplane", "iptables"), SAMPLE),
+        (("--dataplane", "nftables", "--datastore", "etcdv3", "--nodes", "3"), SAMPLE_3_NODES),
+        (("--dataplane", "iptables", "--nodes", "3"), SAMPLE_3_NODES),
+        (("--dataplane", "iptables", *MODES["etcd-kube-apiserver"]), SAMPLE),
+        (("--dataplane", "nftables", *MODES["kubernetes"], "--typha"), SAMPLE),
+    ],
+    ids=[
+        "nftables-embedded",
+        "iptables-embedded",
+        "nftables-etcd-3-nodes",
+        "iptables-embedded-3-nodes",
+        "iptables-etcd-kube-apiserver",
+        "nftables-kubernetes-typha",
+    ],
+)
+def test_public_services_sample(
+    needs_bgp: None,
+    lab_dir: Path,
+    tmp_path: Path,
+    options: tuple[str, ...],
+    sample: list[str],
+) -> None:
+    if "--kube-apiserver" in options:
+        require_kube("etcd-kube-apiserver")
+    elif "kubernetes" in options:
+        require_kube("kubernetes")
+    report = run(lab_dir, tmp_path, *options, *cases_option(sample))
+    three = "--nodes" in options
+    assert report["nodes"] == (3 if three else 1)
+    assert report["dataplane"] == options[1]
