@@ -40,7 +40,7 @@ from services.felix.calc.model import (
     StateDelta,
 )
 from services.felix.dataplane.nft_dataplane import NftablesDataplane, render_full
-from tests.felix_policy.svclab_nft import POD_CIDR, ServiceLab
+from tests.felix_policy.svclab import POD_CIDR, ServiceLab
 
 PODS = {"client": "10.65.0.2", "b1": "10.65.0.11", "b2": "10.65.0.12", "b3": "10.65.0.13"}
 REAL_IP = "10.96.255.254"
