@@ -115,7 +115,6 @@ class Env:
     dp: Recording
     legacy: bool
     state: DataplaneState = field(default_factory=base_state)
-    udp_changes: list[tuple[ServicePort | None, ServicePort | None]] = field(default_factory=list)
 
     def set(self, *ports: ServicePort) -> list[str]:
         """Replace the services by ``ports`` with one delta; returns what was written."""
@@ -173,11 +172,6 @@ def env(request: pytest.FixtureRequest, lab: ServiceLab) -> Iterator[Env]:
     try:
         dp = Recording(lab.node_path, legacy)
         env = Env(lab, dp, legacy)
-
-        async def record(pairs: list[tuple[ServicePort | None, ServicePort | None]]) -> None:
-            env.udp_changes += pairs
-
-        dp.on_udp_services_changed = record
         asyncio.run(dp.start())
         asyncio.run(dp.reconcile(env.state))
         # Outgoing NAT for the pool, as services/felix/natout writes it (POSTROUTING -A).
@@ -229,14 +223,27 @@ def test_no_backends_rejects_then_serves(env: Env) -> None:
     for proto in ("TCP", "UDP"):
         answers = env.lab.probe("a", "10.96.0.6", 80, proto, tries=2)
         assert all(a.outcome == REFUSED and a.errno == errno.ECONNREFUSED for a in answers), answers
-    env.udp_changes.clear()
     serving = (backend("b"),)
     env.set(replace(empty_tcp, backends=serving), replace(empty_udp, backends=serving))
-    assert [(old and old.backends, new and new.backends) for old, new in env.udp_changes] == [
-        ((), (backend("b"),))
-    ]  # the conntrack hook hears of the UDP change
     for proto in ("TCP", "UDP"):
         assert served(env.lab.probe("a", "10.96.0.6", 80, proto)) == {"b"}
+
+
+def test_udp_flows_leave_a_removed_backend(env: Env) -> None:
+    """One UDP flow (one source port) stays on its backend through conntrack; once that
+    backend is removed, the apply deletes the flow's entry and it moves to the other."""
+    dns = service("dns", "10.96.0.23", backend("b", 53), backend("c", 53), protocol=UDP, port=53)
+    env.set(dns)
+    flow = env.lab.udp_socket("a", "10.96.0.23", 53)
+    try:
+        first = env.lab.udp_on("a", flow).server
+        assert first in ("b", "c")
+        assert {env.lab.udp_on("a", flow).server for _ in range(10)} == {first}
+        other = "c" if first == "b" else "b"
+        env.set(replace(dns, backends=(backend(other, 53),)))
+        assert {env.lab.udp_on("a", flow).server for _ in range(5)} == {other}
+    finally:
+        flow.close()
 
 
 def test_hairpin(env: Env) -> None:
