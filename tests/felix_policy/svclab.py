@@ -157,6 +157,11 @@ def udp_request(dst: str, port: int, timeout: float, sock: socket.socket | None 
             s.close()
 
 
+def _batch(netns: str, *commands: str) -> None:
+    """``ip -batch`` in ``netns``, loopback up first."""
+    sh("ip", "-n", netns, "-batch", "-", input_text="\n".join(["link set lo up", *commands, ""]))
+
+
 @dataclass
 class Host:
     name: str
@@ -201,26 +206,19 @@ class ServiceLab:
             "ip", "link", "add", "ext0", "netns", self.node_ns, "type", "veth",
             "peer", "name", "eth0", "netns", outside,
         )  # fmt: skip
-        sh(
-            "ip", "-n", self.node_ns, "-batch", "-",
-            input_text="\n".join([
-                "link set lo up",
-                "link set ext0 up",
-                f"addr add {NODE_IP}/24 dev ext0",
-                f"route add default via {OUTSIDE_IP}",
-            ]) + "\n",
-        )  # fmt: skip
+        _batch(
+            self.node_ns,
+            "link set ext0 up",
+            f"addr add {NODE_IP}/24 dev ext0",
+            f"route add default via {OUTSIDE_IP}",
+        )
         sh("ip", "netns", "exec", self.node_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        sh(
-            "ip", "-n", outside, "-batch", "-",
-            input_text="\n".join([
-                "link set lo up",
-                "link set eth0 up",
-                f"addr add {OUTSIDE_IP}/24 dev eth0",
-                *(f"route add {net} via {NODE_IP}"
-                  for net in (POD_CIDR, SERVICE_CIDR, EXTERNAL_CIDR)),
-            ]) + "\n",
-        )  # fmt: skip
+        _batch(
+            outside,
+            "link set eth0 up",
+            f"addr add {OUTSIDE_IP}/24 dev eth0",
+            *(f"route add {net} via {NODE_IP}" for net in (POD_CIDR, SERVICE_CIDR, EXTERNAL_CIDR)),
+        )
         self._add_host(OUTSIDE, outside, OUTSIDE_IP, "")
         self._add_host(NODE, self.node_ns, NODE_IP, "", serve=False)  # host processes
 
@@ -238,20 +236,14 @@ class ServiceLab:
             "ip", "link", "add", iface, "netns", self.node_ns, "type", "veth",
             "peer", "name", "eth0", "netns", netns,
         )  # fmt: skip
-        sh(
-            "ip", "-n", netns, "-batch", "-",
-            input_text="\n".join([
-                "link set lo up",
-                "link set eth0 up",
-                f"addr add {ip}/32 dev eth0",
-                "route add 169.254.1.1 dev eth0 scope link",
-                "route add default via 169.254.1.1 dev eth0",
-            ]) + "\n",
-        )  # fmt: skip
-        sh(
-            "ip", "-n", self.node_ns, "-batch", "-",
-            input_text=f"link set {iface} up\nroute add {ip}/32 dev {iface} scope link\n",
-        )  # fmt: skip
+        _batch(
+            netns,
+            "link set eth0 up",
+            f"addr add {ip}/32 dev eth0",
+            "route add 169.254.1.1 dev eth0 scope link",
+            "route add default via 169.254.1.1 dev eth0",
+        )
+        _batch(self.node_ns, f"link set {iface} up", f"route add {ip}/32 dev {iface} scope link")
         sh(
             "ip", "netns", "exec", self.node_ns, "sysctl", "-qw",
             f"net.ipv4.conf.{iface}.proxy_arp=1", f"net.ipv4.neigh.{iface}.proxy_delay=0",
