@@ -225,12 +225,17 @@ def nft(netns: str, command: str) -> None:
 
 
 def watch_repair(
-    lab: SvcLab, repaired: Callable[[], bool], within: float
+    lab: SvcLab, edit: Callable[[], None], repaired: Callable[[], bool], within: float
 ) -> tuple[str, float, float]:
-    """Right after a hand edit: one probe through the cluster IP (in a thread) while the
-    kernel is polled for the repair. Returns the probe's outcome, when it ended and when the
-    repair was seen, both in seconds after the call."""
+    """A hand edit of the node's rules, repaired by Felix's refresh: made once to find the
+    refresh loop's phase (the repair is a refresh tick), then again at once, so that the probe
+    through the cluster IP (in a thread) runs while the rules are broken and the kernel is
+    polled for the repair meanwhile. Returns the probe's outcome, when it ended and when the
+    repair was seen, both in seconds after the second edit."""
+    edit()
+    wait_until(repaired, "the first hand edit repaired", within)
     started = time.monotonic()
+    edit()
     outcome: list[tuple[str, float]] = []
 
     def probe() -> None:
@@ -325,19 +330,25 @@ def test_felix_killed_services_keep_working_and_restart_rewrites_nothing(
         assert None not in node_port and set(node_port) <= BACKENDS, node_port
         down_for = time.monotonic() - killed
 
+        log = Path(felix["log"])
+        log_before = log.stat().st_size  # the restarted Felix appends to the same log
         out = lab.cli("node", "restart", "node-1", "calico-felix").stdout
         assert "was not running" in out, out
         took = wait_until(lambda: lab.felix_status().ready, "restarted Felix ready")
-        # One refresh after the first reconcile finds nothing to repair.
         applies = lab.felix_status().applies
-        time.sleep(REFRESH_S * 1.5)
+        # Its first reconcile, then two refresh ticks: none of them rewrote anything.
+        time.sleep(REFRESH_S * 2.2)
         status = lab.felix_status()
+        with log.open("rb") as f:
+            f.seek(log_before)
+            new_log = f.read().decode(errors="replace")
         print(
             f"Felix down {down_for:.1f}s (16 probes, all connected); restarted, ready after "
             f"{took:.2f}s; applies {applies}, last refresh repaired {status.last_refresh_repairs}"
         )
+        assert applies >= 1 and status.in_sync, status
         assert service_rules(netns) == handles, "the restart rewrote service rules"
-        assert status.last_refresh_repairs == 0
+        assert status.last_refresh_repairs == 0 and "refresh repaired" not in new_log, new_log
         assert held.exchange("after") == "echo after"
         assert set(lab.served("x/c", "svc:y/web", 80, tries=12)) == BACKENDS
         assert lab.probe("@outside", "node:node-1", NODE_PORT)["outcome"] == "connected"
@@ -351,9 +362,10 @@ def test_nft_drift_repaired_within_refresh(nft_lab: SvcLab) -> None:
     chain = chain_for(netns, lab.cluster_ip)
     rules_before = chain_text(netns, chain)
     assert all(lab.pod_ip(p) in rules_before for p in BACKENDS), rules_before
-    # The map element for the cluster IP, then the chain's rules, removed by hand.
-    nft(netns, f"delete element inet calico cali-svc-ips {{ {lab.cluster_ip} . tcp . 80 }}")
-    nft(netns, f"flush chain inet calico {chain}")
+
+    def edit() -> None:  # the map element for the cluster IP and the chain's rules
+        nft(netns, f"delete element inet calico cali-svc-ips {{ {lab.cluster_ip} . tcp . 80 }}")
+        nft(netns, f"flush chain inet calico {chain}")
 
     def repaired() -> bool:
         try:
@@ -364,7 +376,7 @@ def test_nft_drift_repaired_within_refresh(nft_lab: SvcLab) -> None:
         except AssertionError:
             return False
 
-    first, probed, took = watch_repair(lab, repaired, within=REFRESH_S + 2.0)
+    first, probed, took = watch_repair(lab, edit, repaired, within=REFRESH_S + 1.5)
     print(
         f"nft drift: probe right after it {first} (done {probed:.2f}s after the edit); map "
         f"element and chain back {took:.2f}s after the edit (refresh interval {REFRESH_S}s); "
@@ -375,7 +387,7 @@ def test_nft_drift_repaired_within_refresh(nft_lab: SvcLab) -> None:
     assert set(lab.served("x/c", "svc:y/web", 80, tries=12)) == BACKENDS
 
 
-# Run inside a pod: connect to argv[1]:80 every 20 ms for argv[2] seconds; one JSON line per
+# Run inside a pod: connect to argv[1]:80 every 20 ms for at most argv[2] seconds; one JSON line per
 # attempt: {"t": wall-clock start, "pod": serving pod or null}.
 LOOP = """
 import json, socket, sys, time
@@ -402,7 +414,7 @@ def test_endpoint_churn_under_connection_loop(nft_lab: SvcLab) -> None:
     b_ip = lab.pod_ip("y/b")
     loop = subprocess.Popen(
         ["ip", "netns", "exec", lab.pod_netns("x/c"), sys.executable, "-c", LOOP,
-         lab.cluster_ip, "12"],
+         lab.cluster_ip, "30"],
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
@@ -419,12 +431,15 @@ def test_endpoint_churn_under_connection_loop(nft_lab: SvcLab) -> None:
         wait_until(lambda: b_ip in chain_text(netns, chain), "y/b back in the chain", 5)
         restored = time.time()
         print(f"ready -> back in the service chain in {restored - unmarked:.2f}s")
-        out, _ = loop.communicate(timeout=30)
+        time.sleep(1.5)  # connections to both backends again
+        loop.terminate()  # each attempt's line is flushed as it ends
+        out, _ = loop.communicate(timeout=10)
     finally:
         if loop.poll() is None:
             loop.kill()
             loop.wait()
-    attempts = [json.loads(line) for line in out.splitlines()]
+    # A line cut by the SIGTERM (last, unterminated) is not an attempt.
+    attempts = [json.loads(line) for line in out.split("\n")[:-1]]
     before = [a["pod"] for a in attempts if a["t"] < marked]
     during = [a["pod"] for a in attempts if removed <= a["t"] < restored - 0.05]
     after = [a["pod"] for a in attempts if a["t"] > restored]
@@ -467,9 +482,10 @@ def test_iptables_drift_repaired_within_refresh() -> None:
         assert chain.startswith("cali-SVC-"), line
         rules_before = iptables(netns, "-t", "nat", "-S", chain)
         assert all(lab.pod_ip(p) in rules_before for p in BACKENDS), rules_before
-        # The dispatch line deleted (its spec after `-A cali-SERVICES`), the chain flushed.
-        iptables(netns, "-t", "nat", "-D", "cali-SERVICES", *line[2:])
-        iptables(netns, "-t", "nat", "-F", chain)
+
+        def edit() -> None:  # the dispatch line (its spec after `-A cali-SERVICES`), the chain
+            iptables(netns, "-t", "nat", "-D", "cali-SERVICES", *line[2:])
+            iptables(netns, "-t", "nat", "-F", chain)
 
         def repaired() -> bool:
             try:
@@ -478,7 +494,7 @@ def test_iptables_drift_repaired_within_refresh() -> None:
                 return False
             return iptables(netns, "-t", "nat", "-S", chain) == rules_before
 
-        first, probed, took = watch_repair(lab, repaired, within=REFRESH_S + 2.5)
+        first, probed, took = watch_repair(lab, edit, repaired, within=REFRESH_S + 1.5)
         print(
             f"iptables drift: probe right after it {first} (done {probed:.2f}s after the "
             f"edit); line and chain back {took:.2f}s after the edit (refresh interval "
