@@ -9,6 +9,7 @@ beside it throughout, as a node with such a pool has it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shlex
 import shutil
@@ -32,26 +33,29 @@ from services.felix.calc.model import (
 from services.felix.dataplane import ipt_services as svc
 from services.felix.dataplane.ipt_dataplane import IptablesDataplane
 from services.felix.natout.rules import IPT_CHAIN, render_iptables
-from tests.felix_policy.netlab import sh
 from tests.felix_policy.svclab import (
-    ECONNREFUSED,
+    CONNECTED,
+    NO_ANSWER,
     NODE,
     NODE_IP,
     OUTSIDE,
     OUTSIDE_IP,
+    POD_CIDR,
+    REFUSED,
     Answer,
-    SvcLab,
+    ServiceLab,
+    sh,
 )
 
 pytestmark = pytest.mark.netns
 
-POOL = "10.65.0.0/16"
+POOL = POD_CIDR
 PODS = {"a": "10.65.0.11", "b": "10.65.0.12", "c": "10.65.0.13", "d": "10.65.0.14"}
 TCP, UDP, SCTP = 6, 17, 132
 
 
 def iface(pod: str) -> str:
-    return f"calisvc{pod}"
+    return ServiceLab.iface(pod)
 
 
 def flavours() -> list[str]:
@@ -107,11 +111,10 @@ class Recording(IptablesDataplane):
 
 @dataclass
 class Env:
-    lab: SvcLab
+    lab: ServiceLab
     dp: Recording
     legacy: bool
     state: DataplaneState = field(default_factory=base_state)
-    udp_changes: list[tuple[ServicePort | None, ServicePort | None]] = field(default_factory=list)
 
     def set(self, *ports: ServicePort) -> list[str]:
         """Replace the services by ``ports`` with one delta; returns what was written."""
@@ -140,8 +143,8 @@ class Env:
 
 
 def served(answers: list[Answer]) -> set[str | None]:
-    assert all(a.outcome == "connected" for a in answers), answers
-    return {a.served_by for a in answers}
+    assert all(a.outcome == CONNECTED for a in answers), answers
+    return {a.server for a in answers}
 
 
 def clients(answers: list[Answer]) -> set[str | None]:
@@ -149,31 +152,26 @@ def clients(answers: list[Answer]) -> set[str | None]:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[SvcLab]:
+def lab() -> Iterator[ServiceLab]:
     if os.geteuid() != 0 or shutil.which("ipset") is None:
         print("SKIP: needs root and ipset")
         pytest.skip("needs root and ipset")
-    lab = SvcLab()
+    lab = ServiceLab()
     try:
         for pod, ip in PODS.items():
-            lab.add_pod(pod, ip, iface(pod))
+            lab.add_pod(pod, ip)
         yield lab
     finally:
         lab.close()
 
 
 @pytest.fixture(scope="module", params=flavours())
-def env(request: pytest.FixtureRequest, lab: SvcLab) -> Iterator[Env]:
+def env(request: pytest.FixtureRequest, lab: ServiceLab) -> Iterator[Env]:
     legacy = str(request.param).endswith("legacy")
     lab.clean_rules()
     try:
         dp = Recording(lab.node_path, legacy)
         env = Env(lab, dp, legacy)
-
-        async def record(pairs: list[tuple[ServicePort | None, ServicePort | None]]) -> None:
-            env.udp_changes += pairs
-
-        dp.on_udp_services_changed = record
         asyncio.run(dp.start())
         asyncio.run(dp.reconcile(env.state))
         # Outgoing NAT for the pool, as services/felix/natout writes it (POSTROUTING -A).
@@ -224,15 +222,28 @@ def test_no_backends_rejects_then_serves(env: Env) -> None:
     env.set(empty_tcp, empty_udp)
     for proto in ("TCP", "UDP"):
         answers = env.lab.probe("a", "10.96.0.6", 80, proto, tries=2)
-        assert all(a.outcome == "refused" and a.errno == ECONNREFUSED for a in answers), answers
-    env.udp_changes.clear()
+        assert all(a.outcome == REFUSED and a.errno == errno.ECONNREFUSED for a in answers), answers
     serving = (backend("b"),)
     env.set(replace(empty_tcp, backends=serving), replace(empty_udp, backends=serving))
-    assert [(old and old.backends, new and new.backends) for old, new in env.udp_changes] == [
-        ((), (backend("b"),))
-    ]  # the conntrack hook hears of the UDP change
     for proto in ("TCP", "UDP"):
         assert served(env.lab.probe("a", "10.96.0.6", 80, proto)) == {"b"}
+
+
+def test_udp_flows_leave_a_removed_backend(env: Env) -> None:
+    """One UDP flow (one source port) stays on its backend through conntrack; once that
+    backend is removed, the apply deletes the flow's entry and it moves to the other."""
+    dns = service("dns", "10.96.0.23", backend("b", 53), backend("c", 53), protocol=UDP, port=53)
+    env.set(dns)
+    flow = env.lab.udp_socket("a", "10.96.0.23", 53)
+    try:
+        first = env.lab.udp_on("a", flow).server
+        assert first in ("b", "c")
+        assert {env.lab.udp_on("a", flow).server for _ in range(10)} == {first}
+        other = "c" if first == "b" else "b"
+        env.set(replace(dns, backends=(backend(other, 53),)))
+        assert {env.lab.udp_on("a", flow).server for _ in range(5)} == {other}
+    finally:
+        flow.close()
 
 
 def test_hairpin(env: Env) -> None:
@@ -269,8 +280,8 @@ def test_node_ports(env: Env) -> None:
         assert served(answers) == {"b"} and clients(answers) == {NODE_IP}  # masqueraded
     local = env.lab.probe(OUTSIDE, NODE_IP, 30081, tries=10)
     assert served(local) == {"a"} and clients(local) == {OUTSIDE_IP}  # client address kept
-    assert env.lab.probe(OUTSIDE, NODE_IP, 30082, timeout=0.5)[0].outcome == "no-answer"
-    assert env.lab.probe(OUTSIDE, NODE_IP, 30083)[0].outcome == "refused"
+    assert env.lab.probe(OUTSIDE, NODE_IP, 30082, timeout=0.5)[0].outcome == NO_ANSWER
+    assert env.lab.probe(OUTSIDE, NODE_IP, 30083)[0].outcome == REFUSED
     # The cluster IP of a NodePort service keeps the pod's source; a pod reaches the node
     # port on its own node's address too (masqueraded, as external traffic).
     assert clients(env.lab.probe("c", "10.96.0.8", 80)) == {PODS["c"]}
@@ -283,12 +294,12 @@ def test_from_the_node_itself(env: Env) -> None:
     env.set(service("web", "10.96.0.20", backend("b")), service("none", "10.96.0.21"))
     answers = env.lab.probe(NODE, "10.96.0.20", 80, tries=3)
     assert served(answers) == {"b"} and clients(answers) <= {NODE_IP}
-    assert env.lab.probe(NODE, "10.96.0.21", 80)[0].errno == ECONNREFUSED
+    assert env.lab.probe(NODE, "10.96.0.21", 80)[0].errno == errno.ECONNREFUSED
 
 
 def test_external_ips(env: Env) -> None:
-    env.set(service("ext", "10.96.0.12", backend("c"), external_ips=("192.0.2.10",)))
-    answers = env.lab.probe(OUTSIDE, "192.0.2.10", 80, tries=3)
+    env.set(service("ext", "10.96.0.12", backend("c"), external_ips=("203.0.113.10",)))
+    answers = env.lab.probe(OUTSIDE, "203.0.113.10", 80, tries=3)
     assert served(answers) == {"c"} and clients(answers) == {NODE_IP}
     assert clients(env.lab.probe("a", "10.96.0.12", 80)) == {PODS["a"]}
 
@@ -299,7 +310,7 @@ def test_internal_traffic_policy_local(env: Env) -> None:
         service("itp-remote", "10.96.0.14", backend("d", local=False), internal_local=True),
     )
     assert served(env.lab.probe("c", "10.96.0.13", 80, tries=10)) == {"a"}
-    assert env.lab.probe("c", "10.96.0.14", 80, timeout=0.5)[0].outcome == "no-answer"
+    assert env.lab.probe("c", "10.96.0.14", 80, timeout=0.5)[0].outcome == NO_ANSWER
 
 
 def test_policy_applies_after_dnat(env: Env) -> None:
@@ -313,7 +324,7 @@ def test_policy_applies_after_dnat(env: Env) -> None:
     env.set(service("web", "10.96.0.15", backend("b")))
     env.endpoints(b=("deny-c",))
     try:
-        assert env.lab.probe("c", "10.96.0.15", 80, timeout=0.5)[0].outcome == "no-answer"
+        assert env.lab.probe("c", "10.96.0.15", 80, timeout=0.5)[0].outcome == NO_ANSWER
         answers = env.lab.probe("a", "10.96.0.15", 80)
         assert served(answers) == {"b"} and clients(answers) == {PODS["a"]}
     finally:
@@ -349,7 +360,7 @@ def test_refresh_repairs_and_restart_keeps_rules(env: Env) -> None:
     ):
         env.lab.ipt("-t", "nat", *shlex.split(line.replace("-A", "-D", 1)), legacy=env.legacy)
     env.lab.ipt("-t", "nat", "-F", svc.svc_chain(web.id), legacy=env.legacy)
-    assert env.lab.probe("a", "10.96.0.19", 80, timeout=0.5)[0].outcome != "connected"
+    assert env.lab.probe("a", "10.96.0.19", 80, timeout=0.5)[0].outcome != CONNECTED
     assert asyncio.run(env.dp.reconcile(env.state)) == 3
     assert served(env.lab.probe("a", "10.96.0.19", 80)) == {"b"}
     assert IPT_CHAIN in env.nat()  # outgoing NAT's chain is not ours to remove

@@ -22,22 +22,24 @@ import logging
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 from services.felix.calc.model import DataplaneState, ServicePort, StateDelta
 from services.felix.dataplane import ipt_render as r
 from services.felix.dataplane import ipt_services as svc
 from services.felix.dataplane.names import endpoint_chain, ipset_name, policy_chain
 from services.felix.dataplane.netns import command_in_netns
+from services.felix.dataplane.svc_conntrack import (
+    ConntrackCleaner,
+    changed_targets,
+    current_targets,
+)
 
 log = logging.getLogger(__name__)
 
 _TAG_RE = re.compile(r'--comment "?(cali:[A-Za-z0-9_-]+)')
 _OWNED_SETS = ("cali40s:", "cali40n:", "cali40a:", "cali40u:")
 Chains = dict[str, list[str]]
-# Changed UDP service ports as (before, after) pairs, None for absent: where conntrack
-# entries may point at removed backends (or at a rejected flow of a service that now has some).
-UdpChangeHook = Callable[[list[tuple[ServicePort | None, ServicePort | None]]], Awaitable[None]]
 
 
 class CommandError(RuntimeError):
@@ -83,9 +85,7 @@ class IptablesDataplane:
         self._chains: Chains | None = None
         self._nat: Chains = {}
         self._sets: dict[str, r.SetContent] = {}
-        # TODO(issue 14, lead): wire svc-nft's dataplane-independent UDP conntrack cleanup
-        # here; it is awaited after each apply that changed UDP service ports (see _after).
-        self.on_udp_services_changed: UdpChangeHook | None = None
+        self._conntrack = ConntrackCleaner(netns_path)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ class IptablesDataplane:
             await self._exec([self._restore, "--noflush"], "\n".join([*lines, ""]))
 
     async def close(self) -> None:
-        pass
+        self._conntrack.close()
 
     def programmed_interfaces(self) -> frozenset[str]:
         if self._chains is None:
@@ -284,19 +284,21 @@ class IptablesDataplane:
             log.warning("iptables batch failed (%s); reconciling with the kernel", exc)
             self._chains = None
             await self.reconcile(state)
-        await self._after(state, delta.service_ports)
+        await self._after(state, delta.service_ports, first=False)
 
-    async def _after(self, state: DataplaneState, changed: Iterable[str]) -> None:
-        """Remember the ServicePorts written; hand the changed UDP ones to the conntrack hook."""
-        pairs = []
+    async def _after(self, state: DataplaneState, changed: Iterable[str], first: bool) -> None:
+        """Remember the ServicePorts written; then (no new flow can reach a removed backend
+        any more) delete the UDP flows that still do, as the nftables driver does."""
+        old: dict[str, ServicePort | None] = {}
         for sp_id in changed:
-            old, new = self._service_ports.pop(sp_id, None), state.service_ports.get(sp_id)
+            old[sp_id] = self._service_ports.pop(sp_id, None)
+            new = state.service_ports.get(sp_id)
             if new is not None:
                 self._service_ports[sp_id] = new
-            if old != new and 17 in (getattr(old, "protocol", 0), getattr(new, "protocol", 0)):
-                pairs.append((old, new))
-        if pairs and self.on_udp_services_changed is not None:
-            await self.on_udp_services_changed(pairs)
+        if first:  # a (re)start: backends may have gone while no Felix ran
+            await self._conntrack.delete_stale(current_targets(state.service_ports.values()))
+        else:
+            await self._conntrack.delete_stale(changed_targets(old, state.service_ports))
 
     async def _write(
         self,
@@ -374,6 +376,7 @@ class IptablesDataplane:
         return chains, nat, {k: (v[0], frozenset(v[1])) for k, v in sets.items()}
 
     async def reconcile(self, state: DataplaneState) -> int:
+        first = self._chains is None
         self._refresh_cache(state, None)
         chains, sets, nat = self._intended()
         have_chains, have_nat, have_sets = await self._read_kernel()
@@ -384,7 +387,7 @@ class IptablesDataplane:
         changes = await self._write(
             chains, nat, sets, owned, owned_nat, have_sets, hooks, kernel=True, nat_hooks=nat_hooks
         )
-        await self._after(state, set(self._service_ports) | set(state.service_ports))
+        await self._after(state, set(self._service_ports) | set(state.service_ports), first)
         return changes
 
 

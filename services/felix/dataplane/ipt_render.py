@@ -47,6 +47,7 @@ from services.felix.dataplane.names import (
     rule_tag,
 )
 from services.felix.dataplane.rule_opt import Item, optimise
+from services.felix.dataplane.svc_names import CT_MARK_MASQ
 
 FORWARD = "cali-FORWARD"
 INPUT = "cali-INPUT"
@@ -57,9 +58,9 @@ TO_WL = "cali-to-wl-dispatch"
 # (content: ipt_services; the chain and its jumps are part of every node's skeleton).
 SVC_REJECT = "cali-SVC-REJECT"
 # Conntrack-mark bits of the service masquerade (nat POSTROUTING acts on them): 0x4000
-# masquerade; 0x8000 cluster-IP traffic, masqueraded unless its source is a pod CIDR. A ct
-# mark, not a packet mark: the endpoint chains clear packet marks on the way.
-CTMARK_MASQ = 0x4000
+# masquerade (svc_names.CT_MARK_MASQ, shared with nftables); 0x8000 cluster-IP traffic,
+# masqueraded unless its source is a pod CIDR. A ct mark, not a packet mark: the endpoint
+# chains clear packet marks on the way.
 CTMARK_CLUSTER_IP = 0x8000
 HOOKS = {"FORWARD": FORWARD, "INPUT": INPUT, "OUTPUT": OUTPUT}
 _PORT_PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
@@ -293,7 +294,9 @@ def endpoint_rules(
     if not inbound:
         # Hairpin (a pod reached itself through a service): out where it came in. Masquerade
         # it, or the pod would answer itself directly and the reply would miss the de-NAT.
-        rules.append(f"-o {ep.interface} -j CONNMARK --set-xmark {CTMARK_MASQ:#x}/{CTMARK_MASQ:#x}")
+        rules.append(
+            f"-o {ep.interface} -j CONNMARK --set-xmark {CT_MARK_MASQ:#x}/{CT_MARK_MASQ:#x}"
+        )
     segment: list[Item] = []
 
     def flush() -> None:

@@ -46,9 +46,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from libcalico.selector import make_unique_id
 from services.felix.calc.model import ServiceBackend, ServicePort
-from services.felix.dataplane.ipt_render import CTMARK_CLUSTER_IP, CTMARK_MASQ, SVC_REJECT, tagged
+from services.felix.dataplane.ipt_render import CTMARK_CLUSTER_IP, SVC_REJECT, tagged
+from services.felix.dataplane.svc_names import CT_MARK_MASQ, endpoint_hash, service_hash
 
 SERVICES = "cali-SERVICES"
 NODEPORTS = "cali-NODEPORTS"
@@ -60,26 +60,23 @@ NAT_PREFIXES = ("cali-SERVICES", "cali-NODEPORTS", "cali-SVC-", "cali-EXT-")
 # Chains whose lines are independent: written line by line (-D / -I 1) on a delta.
 UNORDERED = frozenset({SERVICES, NODEPORTS, REJECT})
 _PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
-_MARK_MASQ = f"-j CONNMARK --set-xmark {CTMARK_MASQ:#x}/{CTMARK_MASQ:#x}"
+_MARK_MASQ = f"-j CONNMARK --set-xmark {CT_MARK_MASQ:#x}/{CT_MARK_MASQ:#x}"
 _MARK_CLUSTER = f"-j CONNMARK --set-xmark {CTMARK_CLUSTER_IP:#x}/{CTMARK_CLUSTER_IP:#x}"
 _NODEPORTS_JUMP = tagged(f"! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j {NODEPORTS}")
 
 
-def _digest(kind: str, content: str) -> str:
-    return make_unique_id(kind, content).split(":", 1)[1][:16]
-
-
+# Hashes as the nftables dataplane's names (svc_names); kube-proxy's upper-case kinds.
 def svc_chain(sp_id: str) -> str:
-    return f"cali-SVC-{_digest('svc', sp_id)}"
+    return f"cali-SVC-{service_hash(sp_id)}"
 
 
 def ext_chain(sp_id: str) -> str:
-    return f"cali-EXT-{_digest('ext', sp_id)}"
+    return f"cali-EXT-{service_hash(sp_id)}"
 
 
 def affinity_list(sp_id: str, backend: ServiceBackend) -> str:
     """The ``-m recent`` list of the clients that last used this backend of this port."""
-    return f"cali-aff-{_digest('aff', f'{sp_id}|{backend.address}:{backend.port}')}"
+    return f"cali-aff-{endpoint_hash(sp_id, backend)}"
 
 
 def hook_rule(hook: str) -> str:
@@ -162,8 +159,8 @@ def static_nat_chains(pod_cidrs: Iterable[str]) -> dict[str, list[str]]:
     masquerade = "-j MASQUERADE --random-fully"
     cidrs = sorted(c for c in pod_cidrs if ":" not in c)
     postrouting = [
-        f"-m connmark --mark 0x0/{CTMARK_MASQ | CTMARK_CLUSTER_IP:#x} -j RETURN",  # most traffic
-        f"-m connmark --mark {CTMARK_MASQ:#x}/{CTMARK_MASQ:#x} {masquerade}",
+        f"-m connmark --mark 0x0/{CT_MARK_MASQ | CTMARK_CLUSTER_IP:#x} -j RETURN",  # most traffic
+        f"-m connmark --mark {CT_MARK_MASQ:#x}/{CT_MARK_MASQ:#x} {masquerade}",
         *(f"{cluster} -s {cidr} -j RETURN" for cidr in cidrs),  # pods keep their address
         f"{cluster} {masquerade}",
     ]
